@@ -1,0 +1,184 @@
+"""Channel names → signal kind → SleepFM modality.
+
+One place decides where a channel goes. Names are matched after normalisation (case, spaces and
+separators ignored, so ``EEG Fpz-Cz``, ``eeg_fpz_cz`` and ``FPZ CZ`` are the same channel). A name is
+first looked up in the alias table, then tried against a few montage patterns (10-20 electrode pairs,
+EOG/EMG/ECG prefixes). A channel that matches nothing is *unplaced*: callers skip and report it.
+
+Kinds and modalities follow SleepFM: BAS (brain activity) = EEG + EOG, ECG, EMG (chin and legs),
+RESP = airflow, pressure, effort belts, SpO2, pulse/heart rate, PPG and snore.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .utils import check_option
+
+MODALITIES: tuple[str, ...] = ("BAS", "ECG", "EMG", "RESP")
+
+KIND_TO_MODALITY: dict[str, str] = {
+    "eeg": "BAS",
+    "eog": "BAS",
+    "ecg": "ECG",
+    "emg": "EMG",
+    "resp": "RESP",
+    "spo2": "RESP",
+    "hr": "RESP",
+    "ppg": "RESP",
+    "snore": "RESP",
+}
+
+_ELECTRODE = r"(?:fp|af|f|fc|ft|c|cp|t|tp|p|po|o|a|m)(?:[0-9]{1,2}|z)"
+
+# Exact aliases (normalised name → kind). Prefixes like "eeg" are handled by the patterns below.
+_ALIASES: dict[str, str] = {
+    # EOG
+    "e1": "eog", "e2": "eog", "loc": "eog", "roc": "eog", "eogl": "eog", "eogr": "eog",
+    "eogleft": "eog", "eogright": "eog", "eoghorizontal": "eog", "eogvertical": "eog",
+    "leog": "eog", "reog": "eog", "e1m2": "eog", "e2m1": "eog", "e1m1": "eog", "e2m2": "eog",
+    "loca2": "eog", "roca1": "eog", "loca1": "eog", "roca2": "eog", "e1a2": "eog", "e2a1": "eog",
+    # EMG
+    "chin": "emg", "chin1": "emg", "chin2": "emg", "chin3": "emg", "chin12": "emg", "chin1chin2": "emg",
+    "emgchin": "emg", "chinemg": "emg", "emgsubmental": "emg", "submental": "emg", "menton": "emg",
+    "leg": "emg", "legl": "emg", "legr": "emg", "lleg": "emg", "rleg": "emg", "leftleg": "emg",
+    "rightleg": "emg", "lat": "emg", "rat": "emg", "lleg1": "emg", "rleg1": "emg", "llegemg": "emg",
+    "rlegemg": "emg", "emglat": "emg", "emgrat": "emg", "legmovement": "emg", "plm": "emg",
+    "tibialis": "emg", "ltib": "emg", "rtib": "emg",
+    # ECG
+    "ecg": "ecg", "ekg": "ecg", "ecg1": "ecg", "ecg2": "ecg", "ecg3": "ecg", "ekg1": "ecg", "ekg2": "ecg",
+    "ecgi": "ecg", "ecgii": "ecg", "ecgiii": "ecg", "ecgl": "ecg", "ecgr": "ecg", "ecgla": "ecg",
+    "ecgra": "ecg", "ecgll": "ecg", "ecg12": "ecg", "ecg1ecg2": "ecg", "ekg1ekg2": "ecg",
+    # respiration
+    "airflow": "resp", "flow": "resp", "nasalflow": "resp", "nasal": "resp", "oronasal": "resp",
+    "resporonasal": "resp", "oronasalflow": "resp", "thermistor": "resp", "therm": "resp",
+    "nasalpressure": "resp", "nasalpres": "resp", "pressure": "resp", "ptaf": "resp", "cannula": "resp",
+    "cannulaflow": "resp", "newair": "resp", "nprs": "resp", "pflow": "resp", "cflow": "resp",
+    "thor": "resp", "thorax": "resp", "thoracic": "resp", "chest": "resp", "thoraxeffort": "resp",
+    "thoraciceffort": "resp", "respthorax": "resp", "effortthor": "resp", "thoracicbelt": "resp",
+    "abdo": "resp", "abd": "resp", "abdomen": "resp", "abdominal": "resp", "abdomeneffort": "resp",
+    "abdominaleffort": "resp", "respabdomen": "resp", "effortabd": "resp", "abdominalbelt": "resp",
+    "sum": "resp", "rip": "resp", "ripsum": "resp", "ripflow": "resp", "respiration": "resp",
+    "resp": "resp", "cpapflow": "resp", "cpappressure": "resp", "etco2": "resp", "capno": "resp",
+    "vab": "resp", "vth": "resp", "naf": "resp", "naf1": "resp",
+    "spo2": "spo2", "sao2": "spo2", "sat": "spo2", "osat": "spo2", "oxygensaturation": "spo2",
+    "spo2ox": "spo2",
+    "pulse": "hr", "pr": "hr", "hr": "hr", "heartrate": "hr", "pulserate": "hr",
+    "pleth": "ppg", "ppg": "ppg", "plethysmogram": "ppg", "plethwave": "ppg",
+    "snore": "snore", "snoring": "snore", "mic": "snore", "microphone": "snore", "sound": "snore",
+}
+
+# Patterns over normalised names, tried in order after the alias table.
+_PATTERNS: list[tuple[str, str]] = [
+    (rf"^(?:eeg)?{_ELECTRODE}(?:{_ELECTRODE})?(?:ref|avg)?$", "eeg"),
+    (r"^eeg[a-z0-9]*$", "eeg"),
+    (r"^eog[a-z0-9]*$", "eog"),
+    (r"^(?:emg|chin|leg)[a-z0-9]*$", "emg"),
+    (r"^(?:ecg|ekg)[a-z0-9]*$", "ecg"),
+    (r"^resp[a-z0-9]*$", "resp"),
+    (r"^(?:spo2|sao2)[a-z0-9]*$", "spo2"),
+]
+
+_NORMALISE = re.compile(r"[^a-z0-9]+")
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case a channel name and drop every character that is not a letter or digit."""
+    return _NORMALISE.sub("", str(name).lower())
+
+
+@dataclass(frozen=True)
+class ChannelAssignment:
+    """Result of placing a recording's channels: ``placed`` maps name → modality."""
+
+    placed: dict[str, str]
+    kinds: dict[str, str]
+    unplaced: list[str] = field(default_factory=list)
+
+    def by_modality(self) -> dict[str, list[str]]:
+        """Channel names grouped by modality, in :data:`MODALITIES` order (absent ones left out)."""
+        out: dict[str, list[str]] = {}
+        for mod in MODALITIES:
+            names = [n for n, m in self.placed.items() if m == mod]
+            if names:
+                out[mod] = names
+        return out
+
+
+class ChannelMap:
+    """Map channel names to kinds (``eeg``, ``eog``, ``emg``…) and SleepFM modalities.
+
+    Parameters
+    ----------
+    aliases : dict of str to str, optional
+        Extra ``{channel name: kind or modality}`` entries; they take precedence over the built-in
+        table. A value may be a kind (``"eog"``) or a modality (``"BAS"``).
+    ignore : iterable of str, optional
+        Channel names never placed (for example a known-bad lead).
+
+    Examples
+    --------
+    >>> cmap = ChannelMap()
+    >>> cmap.modality("EEG Fpz-Cz"), cmap.modality("Nasal Pressure"), cmap.modality("Temp rectal")
+    ('BAS', 'RESP', None)
+    """
+
+    def __init__(self, aliases: dict[str, str] | None = None, *, ignore=()):
+        self._aliases = dict(_ALIASES)
+        for name, target in (aliases or {}).items():
+            self._aliases[normalize_name(name)] = self._as_kind(name, target)
+        self._ignore = {normalize_name(n) for n in ignore}
+
+    @staticmethod
+    def _as_kind(name: str, target: str) -> str:
+        target = str(target)
+        if target in MODALITIES:
+            # A modality given directly: use the first kind of that modality.
+            return next(k for k, m in KIND_TO_MODALITY.items() if m == target)
+        check_option(f"alias target of {name!r}", target.lower(), list(KIND_TO_MODALITY) + list(MODALITIES))
+        return target.lower()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ChannelMap":
+        """Built-in table extended by a YAML file with ``aliases: {name: kind}`` and ``ignore: [names]``."""
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(data) - {"aliases", "ignore"}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected 'aliases' and/or 'ignore'.")
+        return cls(data.get("aliases") or {}, ignore=data.get("ignore") or ())
+
+    def kind(self, name: str) -> str | None:
+        """Signal kind of a channel (``eeg``, ``eog``, ``emg``, ``ecg``, ``resp``, ``spo2``, ``hr``,
+        ``ppg``, ``snore``), or ``None`` when the name is not recognised."""
+        key = normalize_name(name)
+        if not key or key in self._ignore:
+            return None
+        if key in self._aliases:
+            return self._aliases[key]
+        for pattern, kind in _PATTERNS:
+            if re.match(pattern, key):
+                return kind
+        return None
+
+    def modality(self, name: str) -> str | None:
+        """SleepFM modality of a channel, or ``None`` when it cannot be placed."""
+        kind = self.kind(name)
+        return KIND_TO_MODALITY[kind] if kind else None
+
+    def assign(self, names) -> ChannelAssignment:
+        """Place every channel of a recording; unrecognised names go to ``unplaced``."""
+        placed, kinds, unplaced = {}, {}, []
+        for name in names:
+            kind = self.kind(name)
+            if kind is None:
+                unplaced.append(name)
+            else:
+                kinds[name] = kind
+                placed[name] = KIND_TO_MODALITY[kind]
+        return ChannelAssignment(placed, kinds, unplaced)
+
+
+DEFAULT_CHANNEL_MAP = ChannelMap()
