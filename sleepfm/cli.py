@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .exceptions import SleepFMError
 
 logger = logging.getLogger("sleepfm")
 
@@ -38,6 +39,8 @@ def cmd_preprocess(args) -> int:
                                  channel_map=cmap, workers=args.workers, progress=not args.quiet)
     for r in batch.failed:
         print(f"FAILED {r.source}: {r.reason}", file=sys.stderr)
+    for path in batch.unmatched_labels:
+        print(f"label file matches no recording: {path}", file=sys.stderr)
     for r in batch.ok:
         if r.unplaced:
             print(f"{r.record_id}: unplaced channels skipped: {', '.join(r.unplaced)}")
@@ -88,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SleepFMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

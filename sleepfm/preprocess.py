@@ -37,6 +37,7 @@ from .utils import sha256_file
 logger = logging.getLogger(__name__)
 
 EDF_SUFFIXES = (".edf", ".bdf", ".rec")
+MAX_POLYPHASE_UP = 8
 
 
 @dataclass
@@ -76,8 +77,8 @@ class PreprocessConfig:
 
     def key(self) -> str:
         """Settings that change the output; a record preprocessed under other settings is redone."""
-        return json.dumps({k: v for k, v in asdict(self).items() if k != "on_label_mismatch"},
-                          sort_keys=True)
+        ignored = ("on_label_mismatch", "on_truncated")
+        return json.dumps({k: v for k, v in asdict(self).items() if k not in ignored}, sort_keys=True)
 
 
 def _lowpass_sos(fs: float, config: PreprocessConfig) -> np.ndarray:
@@ -133,7 +134,7 @@ def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
 
     Down-sampling applies :func:`zero_phase_lowpass` first (integer ratios keep every q-th
     filtered sample; other ratios then go through a polyphase resampler); up-sampling uses
-    polyphase interpolation. The output has exactly ``n_out`` samples (default
+    polyphase interpolation, or linear interpolation beyond a ratio of ``MAX_POLYPHASE_UP``. The output has exactly ``n_out`` samples (default
     ``round(len(x) * new / fs)``), the last sample repeated if the resampler comes up short.
     """
     config = config or PreprocessConfig()
@@ -149,6 +150,10 @@ def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
         y = x
     elif fs > new and ratio.numerator == 1:
         y = zero_phase_lowpass(x, _lowpass_sos(fs, config), step=ratio.denominator)
+    elif new / fs > MAX_POLYPHASE_UP:
+        # Slow channels (SpO2, heart rate at 1 Hz) are step-like: linear interpolation keeps their
+        # values, where a polyphase interpolator would ring around every step.
+        y = np.interp(np.arange(n_out) * (fs / new), np.arange(len(x)), x).astype(np.float32)
     else:
         if fs > new:
             x = zero_phase_lowpass(x, _lowpass_sos(fs, config))
@@ -190,6 +195,8 @@ def preprocess_signal(x: np.ndarray, fs: float, config: PreprocessConfig | None 
     config = config or PreprocessConfig()
     if not np.all(np.isfinite(x)):
         raise SignalError(f"signal holds {int((~np.isfinite(x)).sum())} non-finite values (NaN/inf).")
+    if len(x) and np.ptp(x) == 0:  # before resampling, whose edge ripple would look like signal
+        raise SignalError("signal is flat (no variation), so it cannot be standardised.")
     return robust_zscore(resample(x, fs, config, n_out=n_out), clip=config.clip)[0]
 
 
@@ -241,7 +248,8 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
         hyp, events = _load_labels(rec, label_files or {}, config)
         attrs = {"duration_s": n_out / config.sample_rate, "start_time": rec.start_time,
                  "source_file": edf_path.name, "source_sha256": result.sha256,
-                 "config": config.key(), "sleepfm_version": __version__,
+                 "config": config.key(), "labels_sha256": labels_key(label_files or {}),
+                 "sleepfm_version": __version__,
                  "unplaced_channels": assignment.unplaced}
         out_path = record_path(run_dir, rec.record_id)
         def process(name: str) -> np.ndarray:
@@ -268,7 +276,8 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
             if not result.channels:
                 raise SignalError(f"{edf_path.name}: no usable channel (dropped: {result.dropped}).")
             w.update_attrs(dropped_channels=result.dropped)
-        _write_labels(run_dir, rec.record_id, hyp, events)
+            # Labels before the store file is renamed: a record is only "done" with its labels.
+            _write_labels(run_dir, rec.record_id, hyp, events)
     result.warnings = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
     for message in result.warnings:
         logger.warning(message)
@@ -323,12 +332,24 @@ def _worker(args) -> RecordResult:
                             reason=f"{Path(path).name}: {type(err).__name__}: {err}", sha256=sha)
 
 
-def _already_done(path: Path, sha: str, config: PreprocessConfig) -> bool:
+def labels_key(label_files: dict) -> str:
+    """Checksums of a record's label files: a changed label file makes the record run again."""
+    return json.dumps({k: sha256_file(p) for k, p in sorted(label_files.items())})
+
+
+def _already_done(path: Path, sha: str, config: PreprocessConfig, label_files: dict) -> bool:
     if not file_is_complete(path):
         return False
     with h5py.File(path, "r") as f:
         attrs = next(iter(f.values())).attrs
-        return attrs.get("source_sha256") == sha and attrs.get("config") == config.key()
+        return (attrs.get("source_sha256") == sha and attrs.get("config") == config.key()
+                and attrs.get("labels_sha256") == labels_key(label_files))
+
+
+def _unmatched_label_files(label_dirs, used: set[Path]) -> list[str]:
+    patterns = ("*.csv", "*.txt", "*Hypnogram.edf")
+    found = {p.resolve() for d in label_dirs for pat in patterns for p in Path(d).glob(pat)}
+    return sorted(str(p) for p in found - {u.resolve() for u in used})
 
 
 @dataclass
@@ -336,6 +357,7 @@ class BatchResult:
     """Results of :func:`preprocess_directory`; ``summary`` reads ``N ok, M failed``."""
 
     results: list[RecordResult]
+    unmatched_labels: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> list[RecordResult]:
@@ -373,6 +395,7 @@ def preprocess_directory(input_dir, run_dir, *, labels_dir=None, config: Preproc
     results: list[RecordResult] = []
     todo = []
     seen: dict[str, Path] = {}
+    used_labels: set[Path] = set()
     for path in files:
         stem = path.stem[:-4] if path.stem.upper().endswith("-PSG") else path.stem
         sha = sha256_file(path)
@@ -387,7 +410,8 @@ def preprocess_directory(input_dir, run_dir, *, labels_dir=None, config: Preproc
         except SleepFMError as err:
             results.append(RecordResult(stem, str(path), "failed", reason=str(err), sha256=sha))
             continue
-        if _already_done(record_path(run_dir, stem), sha, config):
+        used_labels.update(label_files.values())
+        if _already_done(record_path(run_dir, stem), sha, config, label_files):
             results.append(RecordResult(stem, str(path), "skipped", sha256=sha))
             continue
         todo.append((path, run_dir, config, channel_map, label_files, sha, 1 if workers > 1 else 2))
@@ -401,20 +425,29 @@ def preprocess_directory(input_dir, run_dir, *, labels_dir=None, config: Preproc
             futures = [pool.submit(_worker, job) for job in todo]
             for fut in as_completed(futures):
                 results.append(fut.result())
-                bar and bar.update()
+                if bar:
+                    bar.update()
     else:
         for job in todo:
             results.append(_worker(job))
-            bar and bar.update()
-    bar and bar.close()
+            if bar:
+                bar.update()
+    if bar:
+        bar.close()
     for r in results:
         if r.status == "failed":
             logger.error("FAILED %s: %s", r.source, r.reason)
     build_index(run_dir)
-    batch = BatchResult(sorted(results, key=lambda r: r.record_id))
+    label_dirs = {Path(labels_dir)} if labels_dir else set()
+    label_dirs |= {p.parent for p in files}
+    batch = BatchResult(sorted(results, key=lambda r: r.record_id),
+                        _unmatched_label_files(label_dirs, used_labels))
+    for path in batch.unmatched_labels:
+        logger.warning("label file matches no recording: %s", path)
     update_run_json(run_dir, "preprocess", {
         "input_dir": str(input_dir), "labels_dir": str(labels_dir) if labels_dir else None,
         "config": asdict(config), "summary": batch.summary,
+        "unmatched_labels": batch.unmatched_labels,
         "records": [{k: v for k, v in asdict(r).items()} for r in batch.results],
     })
     return batch

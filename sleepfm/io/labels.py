@@ -205,7 +205,8 @@ def align_stages(hyp: Hypnogram, duration_s: float, *, record: str = "",
     what = (f"{record}: hypnogram has {len(hyp)} epochs ({hyp.duration_s:g} s), recording "
             f"{duration_s:g} s ({n} epochs)")
     if on_mismatch == "raise":
-        raise LabelError(what + "; fix the label file or use on_mismatch='trim'.")
+        raise LabelError(what + "; fix the label file, or trim it (on_mismatch='trim'; "
+                         "preprocessing config: on_label_mismatch: trim).")
     if diff > 0:
         dropped = hyp.stages[n:]
         scored = int((dropped >= 0).sum())

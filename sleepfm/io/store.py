@@ -198,8 +198,13 @@ class RecordReader:
             raise StoreError(f"{self.record_id}: window {start_s}–{stop_s} s is outside the record "
                              f"(0–{self.duration_s:g} s).")
         group = self._h5()[self.record_id]
-        wanted = channels or {m: self.channels[m] for m in (modalities or self.modalities)
-                              if m in self.channels}
+        wanted = channels or {m: self.channels.get(m, []) for m in (modalities or self.modalities)}
+        for mod, names in wanted.items():
+            unknown = [n for n in names if n not in self.channels.get(mod, [])]
+            if mod not in MODALITIES or unknown:
+                raise StoreError(f"{self.record_id}: no {mod} channel(s) {unknown}; the record has "
+                                 f"{self.channels}.")
+        wanted = {m: n for m, n in wanted.items() if n}
         out = {}
         for mod, names in wanted.items():
             arr = np.empty((len(names), b - a), dtype=np.float32)

@@ -1,0 +1,252 @@
+"""Shared fixtures: small synthetic EDFs written with ``write_edf``, the real Sleep-EDF folder, and
+helpers that snapshot an HDF5 store so two runs can be compared byte for byte."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from sleepfm.io.edf import write_edf
+
+# /work/main/tests/conftest.py -> /work/shared/data/real/sleep-edf
+REAL_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "sleep-edf"
+REAL_PSG = "SC4001E0-PSG_first300s.edf"
+REAL_HYPNOGRAM = "SC4001EC-Hypnogram.edf"
+
+# A small PSG montage covering every modality, at the mixed rates real files have.
+DEFAULT_CHANNELS: list[tuple[str, float]] = [
+    ("EEG C3-M2", 256),
+    ("EOG E1-M2", 256),
+    ("EMG chin", 256),
+    ("ECG", 256),
+    ("Airflow", 32),
+    ("SpO2", 1),
+]
+
+
+def synthetic_signal(name: str, fs: float, duration: float, rng: np.random.Generator) -> np.ndarray:
+    """A plausible signal for a channel: a few sines plus noise (EEG-like), or a slow SpO2 trace."""
+    t = np.arange(int(round(fs * duration))) / fs
+    if "spo2" in name.lower():
+        return 95.0 + np.sin(2 * np.pi * t / 40.0) + 0.2 * rng.standard_normal(len(t))
+    nyq = fs / 2
+    x = 20 * rng.standard_normal(len(t))
+    for f, a in ((1.5, 40.0), (6.0, 15.0), (11.0, 10.0)):
+        if f < nyq:
+            x += a * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
+    return x
+
+
+def _make_edf(path, channels=None, *, duration: float = 60.0, seed: int = 0, signals=None, **kwargs):
+    """Write a small EDF/BDF with ``write_edf``; returns ``(path, {name: signal})``.
+
+    ``channels`` is a list of ``(name, rate)``; ``signals`` may give some channels' data explicitly.
+    Other keyword arguments go to ``write_edf`` (``fmt``, ``annotations``, ``patient_id``, ``start``…).
+    """
+    channels = list(channels if channels is not None else DEFAULT_CHANNELS)
+    rng = np.random.default_rng(seed)
+    data = {}
+    for name, fs in channels:
+        if signals is not None and name in signals:
+            data[name] = np.asarray(signals[name], dtype=np.float64)
+        else:
+            data[name] = synthetic_signal(name, fs, duration, rng)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_edf(path, [data[n] for n, _ in channels], [fs for _, fs in channels],
+              [n for n, _ in channels], **kwargs)
+    return path, data
+
+
+@pytest.fixture
+def make_edf():
+    """Factory: ``make_edf(path, [(name, rate), ...], duration=60, seed=0, **write_edf_kwargs)``."""
+    return _make_edf
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """The real Sleep-EDF folder (``../shared/data/real/sleep-edf``); skips when it is absent."""
+    missing = [n for n in (REAL_PSG, REAL_HYPNOGRAM) if not (REAL_DATA_DIR / n).is_file()]
+    if missing:
+        pytest.skip(f"real Sleep-EDF data not available: {missing} not found in {REAL_DATA_DIR} "
+                    "(copy the PhysioNet sleep-edfx excerpts there to run these tests)")
+    return REAL_DATA_DIR
+
+
+def _attrs(obj) -> dict:
+    out = {}
+    for k, v in obj.attrs.items():
+        if isinstance(v, np.ndarray):
+            v = (v.dtype.str, v.tobytes())
+        elif isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def h5_snapshot(path) -> dict:
+    """Every group/dataset of an HDF5 file: attributes, dtype, shape and raw bytes.
+
+    External links (``index.h5``) are recorded as their targets, not followed.
+    """
+    snap: dict = {}
+    with h5py.File(path, "r") as f:
+        snap["/"] = ("group", _attrs(f))
+
+        def visit(name, link):
+            if isinstance(link, h5py.ExternalLink):
+                snap[name] = ("external", link.filename, link.path)
+                return None
+            obj = f[name]
+            if isinstance(obj, h5py.Dataset):
+                snap[name] = ("dataset", obj.dtype.str, obj.shape, obj[()].tobytes(), _attrs(obj))
+            else:
+                snap[name] = ("group", _attrs(obj))
+            return None
+
+        f.visititems_links(visit)
+    return snap
+
+
+def run_snapshot(run_dir) -> dict:
+    """All outputs of a run directory except ``run.json`` (which holds times and the command):
+    HDF5 files as :func:`h5_snapshot`, other files as bytes."""
+    run_dir = Path(run_dir)
+    out = {}
+    for p in sorted(run_dir.rglob("*")):
+        if not p.is_file() or p.name == "run.json":
+            continue
+        rel = p.relative_to(run_dir).as_posix()
+        out[rel] = h5_snapshot(p) if p.suffix == ".h5" else p.read_bytes()
+    return out
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(run_dir)``: comparable content of a run directory (see :func:`run_snapshot`)."""
+    return run_snapshot
+
+
+@pytest.fixture
+def h5snap():
+    """``h5snap(path)``: comparable content of one HDF5 file (see :func:`h5_snapshot`)."""
+    return h5_snapshot
+
+
+def leftover_temporaries(run_dir) -> list[Path]:
+    """Temporary files (``.name.XXXX.tmp``) anywhere under a run directory."""
+    return sorted(p for p in Path(run_dir).rglob("*") if p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def temporaries():
+    return leftover_temporaries
+
+
+# --- damaging files on purpose -------------------------------------------------------------------
+
+# Byte offsets of the fixed header fields (EDF spec).
+HDR_VERSION, HDR_PATIENT, HDR_RECORDING = 0, 8, 88
+HDR_BYTES, HDR_RESERVED, HDR_N_RECORDS, HDR_RECORD_DURATION, HDR_N_SIGNALS = 184, 192, 236, 244, 252
+# Per-signal header columns: (offset per signal in units of ns, width).
+SIG_LABEL, SIG_PMIN, SIG_PMAX, SIG_SPR = (0, 16), (104, 8), (112, 8), (216, 8)
+
+
+def patch_header(path, offset: int, text: str, width: int) -> None:
+    """Overwrite one header field with ``text`` (space-padded to ``width`` bytes)."""
+    raw = bytearray(Path(path).read_bytes())
+    field = text.encode("latin-1")[:width].ljust(width, b" ")
+    raw[offset:offset + width] = field
+    Path(path).write_bytes(bytes(raw))
+
+
+def signal_field_offset(n_signals: int, column: tuple[int, int], k: int) -> int:
+    """Offset of signal ``k``'s entry in a per-signal header column."""
+    start, width = column
+    return 256 + start * n_signals + k * width
+
+
+def cut_file(path, n_bytes: int) -> None:
+    """Keep only the first ``n_bytes`` bytes of a file."""
+    raw = Path(path).read_bytes()
+    Path(path).write_bytes(raw[:n_bytes])
+
+
+@pytest.fixture
+def edf_damage():
+    """Namespace of the damaging helpers above."""
+    import types
+
+    return types.SimpleNamespace(patch=patch_header, signal_offset=signal_field_offset, cut=cut_file,
+                                 SIG_LABEL=SIG_LABEL, SIG_PMIN=SIG_PMIN, SIG_PMAX=SIG_PMAX,
+                                 SIG_SPR=SIG_SPR, HDR_BYTES=HDR_BYTES, HDR_RESERVED=HDR_RESERVED,
+                                 HDR_N_RECORDS=HDR_N_RECORDS, HDR_N_SIGNALS=HDR_N_SIGNALS,
+                                 HDR_RECORD_DURATION=HDR_RECORD_DURATION)
+
+
+# A folder with good and bad recordings, used by the batch tests (library and CLI).
+SMALL_CHANNELS = [("EEG C3-M2", 256), ("EOG E1-M2", 256), ("Airflow", 32), ("SpO2", 1)]
+
+
+def build_bad_batch(folder, *, duration: float = 30.0) -> dict[str, str]:
+    """Write good and damaged EDFs into ``folder``.
+
+    Returns ``{file name: expected substring of its failure reason}``; good files map to ``""``.
+    """
+    folder = Path(folder)
+    expect: dict[str, str] = {}
+
+    _make_edf(folder / "good1.edf", SMALL_CHANNELS, duration=duration, seed=1)
+    expect["good1.edf"] = ""
+    _make_edf(folder / "good2.bdf", SMALL_CHANNELS, duration=duration, seed=2, fmt="bdf")
+    expect["good2.bdf"] = ""
+
+    # Data cut in the middle of a data record.
+    p, _ = _make_edf(folder / "truncated.edf", SMALL_CHANNELS, duration=duration, seed=3)
+    ns = len(SMALL_CHANNELS)
+    record_bytes = 2 * sum(int(fs) for _, fs in SMALL_CHANNELS)
+    cut_file(p, 256 * (ns + 1) + 10 * record_bytes + record_bytes // 2)
+    expect["truncated.edf"] = "truncated"
+
+    # Header cut short (inside the per-signal header).
+    p, _ = _make_edf(folder / "header_cut.edf", SMALL_CHANNELS, duration=duration, seed=4)
+    cut_file(p, 256 + 100)
+    expect["header_cut.edf"] = "cut short"
+
+    # A number field that is not a number.
+    p, _ = _make_edf(folder / "corrupt_header.edf", SMALL_CHANNELS, duration=duration, seed=5)
+    patch_header(p, HDR_N_RECORDS, "abc", 8)
+    expect["corrupt_header.edf"] = "not a number"
+
+    # A text file with an .edf name.
+    (folder / "notes.edf").write_text("This is not an EDF file, just some notes.\n" * 20)
+    expect["notes.edf"] = "not an EDF"
+
+    # Zero data records.
+    p, _ = _make_edf(folder / "empty.edf", SMALL_CHANNELS, duration=duration, seed=6)
+    patch_header(p, HDR_N_RECORDS, "0", 8)
+    cut_file(p, 256 * (ns + 1))
+    expect["empty.edf"] = "no data records"
+
+    # Only channels the map cannot place.
+    _make_edf(folder / "unknown_channels.edf", [("Position", 1), ("Light", 1), ("DC1", 32)],
+              duration=duration, seed=7)
+    expect["unknown_channels.edf"] = "no channel could be placed"
+
+    # Every channel flat.
+    n = int(duration * 256)
+    _make_edf(folder / "all_flat.edf", [("EEG C3-M2", 256), ("EOG E1-M2", 256)], duration=duration,
+              signals={"EEG C3-M2": np.zeros(n), "EOG E1-M2": np.full(n, 3.0)})
+    expect["all_flat.edf"] = "no usable channel"
+
+    # Discontinuous EDF+D.
+    p, _ = _make_edf(folder / "discontinuous.edf", SMALL_CHANNELS, duration=duration, seed=8,
+                     annotations=[(0.0, 0.0, "Lights off")])
+    patch_header(p, HDR_RESERVED, "EDF+D", 44)
+    expect["discontinuous.edf"] = "EDF+D"
+    return expect
