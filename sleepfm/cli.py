@@ -50,6 +50,34 @@ def cmd_preprocess(args) -> int:
     return 1 if batch.failed else 0
 
 
+def cmd_pretrain(args) -> int:
+    from .train.pretrain import PretrainConfig, pretrain
+
+    config = _load_config(PretrainConfig, args.config, devices=args.devices, num_nodes=args.num_nodes,
+                          accelerator=args.accelerator, strategy=args.strategy,
+                          precision=args.precision, accumulate=args.accumulate,
+                          max_epochs=args.max_epochs, batch_size=args.batch_size,
+                          num_workers=args.workers)
+    path = pretrain(args.run, config, resume=not args.restart, progress=not args.quiet)
+    print(f"encoder saved to {path}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .train.embed import embed_run
+
+    status = embed_run(args.run, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                       device=args.device, num_workers=args.workers, keep_tokens=args.tokens,
+                       progress=not args.quiet, overwrite=args.overwrite)
+    failed = {k: v for k, v in status.items() if v not in ("ok", "skipped")}
+    for rid, why in failed.items():
+        print(f"SKIPPED {rid}: {why}", file=sys.stderr)
+    done = sum(v == "ok" for v in status.values())
+    skipped = sum(v == "skipped" for v in status.values())
+    print(f"{done} embedded, {skipped} already done, {len(failed)} without usable modalities")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The end-to-end pipeline on a data folder (today: preprocessing)."""
     run = Path(args.run)
@@ -77,6 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read truncated EDFs up to their last complete record instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("pretrain", help="self-supervised pre-training on RUN_DIR/hdf5 (Lightning)")
+    p.add_argument("--run", required=True, help="run directory (after `sleepfm preprocess`)")
+    p.add_argument("--config", help="YAML with PretrainConfig settings")
+    p.add_argument("--devices", help="Lightning devices (e.g. 1, 4, auto)")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--accelerator", help="cpu, gpu, auto")
+    p.add_argument("--strategy", help="auto, ddp, ddp_spawn, ...")
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--accumulate", type=int, help="gradient accumulation batches")
+    p.add_argument("--max-epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing last.ckpt")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("embed", help="RUN_DIR/hdf5 → RUN_DIR/embeddings (per epoch, window, night)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", help="encoder directory (default: RUN_DIR/checkpoints/encoder)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast on cuda)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--tokens", action="store_true", help="also keep the 5 s token embeddings")
+    p.add_argument("--overwrite", action="store_true", help="re-embed records already done")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("demo", help="run the whole pipeline on a data folder (data_samples/)")
     p.add_argument("--data", default="data_samples")

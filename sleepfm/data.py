@@ -1,0 +1,187 @@
+"""Torch datasets and the Lightning DataModule over the HDF5 store.
+
+A sample is one window (5 minutes by default) of one record: for each modality a float32 array
+``[channels, samples]``. :func:`collate_windows` pads channels to the largest count in the batch and
+returns masks, so records of different montages share a batch:
+
+``{"x": {mod: [B, C, T]}, "mask": {mod: [B, C] bool}, "record_id": [...], "start_s": [B]}``
+
+A modality that a record lacks has an all-False mask row; the encoder marks it absent.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .channels import MODALITIES
+from .exceptions import StoreError
+from .io.store import RecordReader, Store
+
+logger = logging.getLogger(__name__)
+
+
+class WindowDataset(Dataset):
+    """Every whole window of every record (records shorter than one window are left out).
+
+    Parameters
+    ----------
+    readers : list of RecordReader
+    window_s : float, default=300
+    modalities : sequence of str, default=MODALITIES
+    channel_dropout : float, default=0
+        Training augmentation: drop each channel with this probability (at least one channel of a
+        present modality is kept), so the encoder learns not to depend on a particular lead.
+    max_channels : int, optional
+        Keep at most this many channels per modality (a random subset when ``channel_dropout`` is
+        on, otherwise the first ones).
+    seed : int, default=0
+    """
+
+    def __init__(self, readers: list[RecordReader], *, window_s: float = 300.0,
+                 modalities=MODALITIES, channel_dropout: float = 0.0, max_channels: int | None = None,
+                 seed: int = 0):
+        self.readers = list(readers)
+        self.window_s = float(window_s)
+        self.modalities = tuple(modalities)
+        self.channel_dropout = float(channel_dropout)
+        self.max_channels = max_channels
+        self.seed = seed
+        self._epoch = 0
+        self.index: list[tuple[int, float]] = []
+        for i, r in enumerate(self.readers):
+            n = int(r.duration_s // self.window_s)
+            if n == 0:
+                logger.info("%s: %.0f s is shorter than one %.0f s window; left out",
+                            r.record_id, r.duration_s, self.window_s)
+            self.index += [(i, k * self.window_s) for k in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Vary the channel augmentation from one training epoch to the next."""
+        self._epoch = epoch
+
+    def _channels(self, reader: RecordReader, rng: np.random.Generator) -> dict[str, list[str]]:
+        out = {}
+        for mod in self.modalities:
+            names = list(reader.channels.get(mod, []))
+            if not names:
+                continue
+            if self.channel_dropout > 0:
+                keep = rng.random(len(names)) >= self.channel_dropout
+                keep[rng.integers(len(names))] = True
+                names = [n for n, k in zip(names, keep) if k]
+                rng.shuffle(names)
+            out[mod] = names[: self.max_channels] if self.max_channels else names
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        ri, start = self.index[i]
+        reader = self.readers[ri]
+        rng = np.random.default_rng((self.seed, self._epoch, i))
+        data = reader.read(start, start + self.window_s, channels=self._channels(reader, rng))
+        return {"x": data, "record_id": reader.record_id, "start_s": start}
+
+
+def collate_windows(samples: list[dict], modalities=MODALITIES) -> dict:
+    """Stack windows, padding channels per modality; see the module docstring for the layout."""
+    n_time = {s["x"][m].shape[1] for s in samples for m in s["x"]}
+    if len(n_time) > 1:
+        raise StoreError(f"windows of different lengths in one batch: {sorted(n_time)} samples.")
+    t = n_time.pop() if n_time else 0
+    x, mask = {}, {}
+    for mod in modalities:
+        c = max((s["x"][mod].shape[0] for s in samples if mod in s["x"]), default=0)
+        if c == 0:
+            continue
+        xb = torch.zeros(len(samples), c, t)
+        mb = torch.zeros(len(samples), c, dtype=torch.bool)
+        for b, s in enumerate(samples):
+            if mod in s["x"]:
+                k = s["x"][mod].shape[0]
+                xb[b, :k] = torch.from_numpy(s["x"][mod])
+                mb[b, :k] = True
+        x[mod], mask[mod] = xb, mb
+    return {"x": x, "mask": mask, "record_id": [s["record_id"] for s in samples],
+            "start_s": torch.tensor([s["start_s"] for s in samples], dtype=torch.float64)}
+
+
+def split_records(record_ids: list[str], *, val_fraction: float = 0.1, seed: int = 0,
+                  groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Split records into train/validation by subject (``groups`` maps record → subject; default:
+    each record is its own subject). With fewer than 2 subjects everything is training data."""
+    groups = groups or {r: r for r in record_ids}
+    subjects = sorted({groups[r] for r in record_ids})
+    if len(subjects) < 2 or val_fraction <= 0:
+        return list(record_ids), []
+    rng = np.random.default_rng(seed)
+    n_val = min(max(1, int(round(val_fraction * len(subjects)))), len(subjects) - 1)
+    val_subjects = set(rng.permutation(subjects)[:n_val].tolist())
+    train = [r for r in record_ids if groups[r] not in val_subjects]
+    val = [r for r in record_ids if groups[r] in val_subjects]
+    return train, val
+
+
+class WindowDataModule(L.LightningDataModule):
+    """Training/validation windows of a run directory's store, split by record (or subject).
+
+    Parameters
+    ----------
+    run_dir : path-like
+    window_s, batch_size, num_workers, val_fraction, channel_dropout, max_channels, seed
+        See :class:`WindowDataset` and :func:`split_records`.
+    record_ids : list of str, optional
+        Restrict to these records (default: all in the store).
+    """
+
+    def __init__(self, run_dir, *, window_s: float = 300.0, batch_size: int = 32, num_workers: int = 0,
+                 val_fraction: float = 0.1, channel_dropout: float = 0.0,
+                 max_channels: int | None = None, seed: int = 0, record_ids: list[str] | None = None,
+                 modalities=MODALITIES):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.window_s = window_s
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.channel_dropout = channel_dropout
+        self.max_channels = max_channels
+        self.seed = seed
+        self.record_ids = record_ids
+        self.modalities = tuple(modalities)
+
+    def setup(self, stage: str | None = None) -> None:
+        store = Store(self.run_dir)
+        ids = self.record_ids or store.record_ids
+        if not ids:
+            raise StoreError(f"{self.run_dir}: the store holds no records; run `sleepfm preprocess`.")
+        train_ids, val_ids = split_records(ids, val_fraction=self.val_fraction, seed=self.seed)
+        self.train_ids, self.val_ids = train_ids, val_ids
+        common = dict(window_s=self.window_s, modalities=self.modalities, max_channels=self.max_channels,
+                      seed=self.seed)
+        self.train_set = WindowDataset([store.open(r) for r in train_ids],
+                                       channel_dropout=self.channel_dropout, **common)
+        self.val_set = WindowDataset([store.open(r) for r in val_ids], **common)
+        if len(self.train_set) == 0:
+            raise StoreError(f"{self.run_dir}: no record is at least {self.window_s:g} s long, so there "
+                             "is no training window; use a shorter window_s.")
+
+    def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
+        # Training drops a last batch too small to hold negatives for a contrastive loss;
+        # workers are re-created each epoch so they see the epoch's channel augmentation.
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, collate_fn=collate_windows,
+                          drop_last=shuffle and len(dataset) > self.batch_size,
+                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []
