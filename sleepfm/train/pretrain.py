@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class PretrainConfig:
     window_s: float = 300.0
     batch_size: int = 32
     lr: float = 1e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
     max_epochs: int = 20
@@ -140,6 +141,19 @@ class PretrainModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+class _AtomicCheckpoint(ModelCheckpoint):
+    """Lightning's checkpoint, written to a temporary file and renamed: a kill while saving leaves
+    the previous ``last.ckpt`` intact."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.tmp"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
 class _ExportBest(Callback):
     """Export the encoder as safetensors + JSON whenever validation loss improves (or every epoch
     when there is no validation split)."""
@@ -167,6 +181,11 @@ class _ExportBest(Callback):
             save_checkpoint(module.encoder, self.directory, metadata=meta)
 
 
+def _best(callbacks) -> float | None:
+    best = next(c.best for c in callbacks if isinstance(c, _ExportBest))
+    return best if math.isfinite(best) else None
+
+
 def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = True,
              progress: bool = True) -> Path:
     """Pre-train an encoder on every record of ``RUN_DIR/hdf5``; returns the exported encoder dir.
@@ -191,8 +210,8 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
     metadata = {"training": {"run_dir": str(run_dir), "n_records": len(store),
                              "records": store.record_ids, "config": asdict(config)}}
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir / "lightning", save_last=True, save_top_k=0,
-                        every_n_epochs=1),
+        _AtomicCheckpoint(dirpath=ckpt_dir / "lightning", filename="last", monitor=None, save_top_k=1,
+                          enable_version_counter=False, every_n_epochs=1),
         _ExportBest(export_dir, metadata),
     ]
     if config.val_fraction > 0 and config.patience > 0:
@@ -209,8 +228,15 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
     )
     last = ckpt_dir / "lightning" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    initial_val_loss = None
     if ckpt_path:
         logger.info("resuming from %s", last)
+    elif config.val_fraction > 0:
+        # The untrained encoder's validation loss: the baseline pre-training has to beat.
+        datamodule.setup("validate")
+        if len(datamodule.val_set):
+            initial_val_loss = float(trainer.validate(module, datamodule=datamodule,
+                                                      verbose=False)[0]["val/loss"])
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.is_global_zero:
         if not (export_dir / "config.json").is_file():
@@ -218,6 +244,8 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
         update_run_json(run_dir, "pretrain", {"config": asdict(config), "encoder": str(export_dir),
                                               "epochs": trainer.current_epoch,
                                               "steps": trainer.global_step,
+                                              "initial_val_loss": initial_val_loss,
+                                              "best_val_loss": _best(callbacks),
                                               "train_records": datamodule.train_ids,
                                               "val_records": datamodule.val_ids})
     return export_dir

@@ -1,0 +1,203 @@
+"""Pre-training (Lightning) and the embedding job on a small synthetic store."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from sleepfm.checkpoint import load_checkpoint, save_checkpoint
+from sleepfm.models import create_encoder
+from sleepfm.preprocess import preprocess_directory
+from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
+from sleepfm.train.embed import embed_run, plan_windows, read_embeddings
+from sleepfm.train.pretrain import PretrainConfig, pretrain
+
+TINY = {"encoder": "sleepfm_tiny", "batch_size": 8, "num_workers": 0, "val_fraction": 0.25,
+        "patience": 0, "lr": 3e-3, "warmup_fraction": 0.1}
+
+
+def _write(directory: Path, record_id: str, minutes: float, channels: list[str] | None, seed: int,
+           offset_min: float = 0.0):
+    """A synthetic recording of ``minutes`` cut from a night ``offset_min`` after lights-off."""
+    rates = {"eeg": 128.0, "eog": 128.0, "emg": 128.0, "ecg": 128.0, "resp": 16.0, "spo2": 1.0}
+    night = generate_night(SyntheticConfig(duration_h=(offset_min + minutes) / 60, sample_rates=rates),
+                           seed=seed, record_id=record_id)
+    a, b = offset_min * 60, (offset_min + minutes) * 60
+    for name in list(night.signals):
+        if channels is not None and name not in channels:
+            for table in (night.signals, night.sample_rates, night.units, night.kinds):
+                table.pop(name)
+        else:
+            fs = night.sample_rates[name]
+            night.signals[name] = night.signals[name][int(a * fs):int(b * fs)]
+    night.stages = night.stages[int(a // 30):int(b // 30)]
+    events = night.events[(night.events.onset >= a) & (night.events.onset < b)]
+    night.events = events.assign(onset=events.onset - a).reset_index(drop=True)
+    write_night(night, directory)
+
+
+@pytest.fixture(scope="module")
+def store_run(tmp_path_factory):
+    """Sixteen 10-minute excerpts from different parts of different nights (mixed montages), a
+    45-minute night, a 30-minute nap and a 3-minute snippet; preprocessed."""
+    root = tmp_path_factory.mktemp("pretrain")
+    src = root / "edf"
+    src.mkdir()
+    full = ["C4-M1", "O2-M1", "E1-M2", "Chin", "ECG", "Airflow", "Thorax", "SpO2"]
+    for i in range(16):
+        channels = full if i % 2 == 0 else ["C3-M2", "E2-M1", "Chin", "Airflow"]
+        _write(src, f"N{i:02d}", 10, channels, seed=i, offset_min=5 * (i % 12))
+    _write(src, "LONG", 45, full, seed=20)
+    _write(src, "NAP", 30, full, seed=21)
+    _write(src, "SNIP", 3, ["C4-M1", "Chin"], seed=22)
+    run = root / "run"
+    batch = preprocess_directory(src, run)
+    assert not batch.failed
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(store_run):
+    config = PretrainConfig(max_epochs=3, seed=0, **TINY)
+    encoder_dir = pretrain(store_run, config, progress=False)
+    return store_run, encoder_dir
+
+
+def test_pretraining_lowers_validation_loss(trained_run):
+    run, encoder_dir = trained_run
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["best_val_loss"] < info["initial_val_loss"] - 0.05, info
+    metrics = pd.read_csv(run / "logs" / "pretrain" / "metrics.csv")
+    assert metrics["train/loss"].notna().sum() >= 3
+    assert (encoder_dir / "model.safetensors").is_file()
+    assert set(info["val_records"]).isdisjoint(info["train_records"])
+
+
+def test_embedding_shapes_long_nap_and_short(trained_run):
+    run, _ = trained_run
+    status = embed_run(run, batch_size=5)
+    assert all(v == "ok" for v in status.values()), status
+    for rid, minutes in [("LONG", 45), ("NAP", 30), ("SNIP", 3)]:
+        path = run / "embeddings" / f"{rid}.h5"
+        epochs = read_embeddings(path, level="epoch", name="fused")
+        assert epochs.shape[0] == int(minutes * 2)
+        assert np.isfinite(epochs).all()
+        with h5py.File(path) as f:
+            assert f["window/fused"].shape[0] == -(-minutes * 60 // 300)
+            assert f["night/fused"].shape == (epochs.shape[1],)
+    with h5py.File(run / "embeddings" / "N01.h5") as f:  # a montage without ECG
+        mods = json.loads(f.attrs["modalities"])
+        assert "ECG" not in mods and "BAS" in mods and "epoch/ECG" not in f
+    # Resumable: nothing left to do on a second call.
+    assert set(embed_run(run, batch_size=5).values()) == {"skipped"}
+
+
+def test_plan_windows_covers_every_token_once():
+    plan = plan_windows(40 * 60 + 35, 300, 5)  # 487 tokens: 8 full windows + an end-aligned one
+    covered = np.zeros(487, int)
+    for start, keep in plan:
+        first = int(start // 5)
+        covered[first + keep:first + 60] += 1
+    assert (covered == 1).all()
+    assert plan_windows(200, 300, 5) == [(0.0, 0)]
+
+
+def test_record_embedding_independent_of_batch_partners(trained_run, tmp_path):
+    run, encoder_dir = trained_run
+    alone = tmp_path / "alone"
+    (alone / "hdf5").mkdir(parents=True)
+    (alone / "hdf5" / "LONG.h5").symlink_to(run / "hdf5" / "LONG.h5")
+    embed_run(alone, checkpoint=encoder_dir, batch_size=1)
+    # Batches of 7 windows: LONG's windows share batches with other montages' (N01, NAP, ...).
+    embed_run(run, checkpoint=encoder_dir, batch_size=7, overwrite=True)
+    a = read_embeddings(alone / "embeddings" / "LONG.h5")
+    b = read_embeddings(run / "embeddings" / "LONG.h5")
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_checkpoint_round_trip_embeds_bit_for_bit(trained_run, tmp_path):
+    run, encoder_dir = trained_run
+    model, meta = load_checkpoint(encoder_dir)
+    copy = save_checkpoint(model, tmp_path / "copy", metadata=meta.get("metadata"))
+    embed_run(run, checkpoint=encoder_dir, batch_size=4, overwrite=True)
+    first = read_embeddings(run / "embeddings" / "NAP.h5")
+    embed_run(run, checkpoint=copy, batch_size=4, overwrite=True)
+    second = read_embeddings(run / "embeddings" / "NAP.h5")
+    assert np.array_equal(first, second)
+
+
+def test_record_without_encoder_modalities_is_reported(store_run, tmp_path):
+    enc = create_encoder("sleepfm_tiny", modalities=("ECG",))
+    ckpt = save_checkpoint(enc, tmp_path / "ecg_only")
+    run = tmp_path / "run"
+    (run / "hdf5").mkdir(parents=True)
+    for rid in ("N00", "N01"):
+        (run / "hdf5" / f"{rid}.h5").symlink_to(store_run / "hdf5" / f"{rid}.h5")
+    status = embed_run(run, checkpoint=ckpt)
+    assert status["N00"] == "ok"
+    assert "no channel of the encoder's modalities" in status["N01"]
+    assert not (run / "embeddings" / "N01.h5").exists()
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "sleepfm.cli", *args]
+
+
+def _config_file(path: Path, **extra) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({**TINY, **extra}))
+    return path
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes(store_run, tmp_path):
+    run = tmp_path / "run"
+    (run / "hdf5").mkdir(parents=True)
+    for p in (store_run / "hdf5").glob("N*.h5"):
+        (run / "hdf5" / p.name).symlink_to(p)
+    cfg = _config_file(tmp_path / "cfg.yaml", max_epochs=5)
+    proc = subprocess.Popen(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "lightning" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "no checkpoint was written before the deadline"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet"),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    metrics = pd.read_csv(run / "logs" / "pretrain" / "metrics.csv")
+    # Only the resumed part is logged (the killed run never flushed): it started after epoch 0
+    # and went on to the last epoch.
+    assert metrics["epoch"].min() >= 1 and metrics["epoch"].max() == 4
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["epochs"] == 5 and info["initial_val_loss"] is None
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(store_run, tmp_path):
+    run = tmp_path / "run"
+    (run / "hdf5").mkdir(parents=True)
+    for p in (store_run / "hdf5").glob("N*.h5"):
+        (run / "hdf5" / p.name).symlink_to(p)
+    cfg = _config_file(tmp_path / "cfg.yaml", max_epochs=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet",
+                               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"),
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (run / "checkpoints" / "encoder" / "model.safetensors").is_file()
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["steps"] >= 1
+    assert "distributed_backend=gloo" in done.stderr or "world_size: 2" in done.stderr.lower() \
+        or "MEMBER: 2/2" in done.stderr
