@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .channels import MODALITIES
 from .exceptions import StoreError
+from .io.cohort import subject_map
 from .io.store import RecordReader, Store
+from .splits import subject_split
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +119,11 @@ def split_records(record_ids: list[str], *, val_fraction: float = 0.1, seed: int
     """Split records into train/validation by subject (``groups`` maps record → subject; default:
     each record is its own subject). With fewer than 2 subjects everything is training data."""
     groups = groups or {r: r for r in record_ids}
-    subjects = sorted({groups[r] for r in record_ids})
-    if len(subjects) < 2 or val_fraction <= 0:
+    subjects = [groups[r] for r in record_ids]
+    if len(set(subjects)) < 2 or val_fraction <= 0:
         return list(record_ids), []
-    rng = np.random.default_rng(seed)
-    n_val = min(max(1, int(round(val_fraction * len(subjects)))), len(subjects) - 1)
-    val_subjects = set(rng.permutation(subjects)[:n_val].tolist())
-    train = [r for r in record_ids if groups[r] not in val_subjects]
-    val = [r for r in record_ids if groups[r] in val_subjects]
-    return train, val
+    split = subject_split(subjects, test_size=0.0, val_size=val_fraction, seed=seed)
+    return [record_ids[i] for i in split["train"]], [record_ids[i] for i in split["val"]]
 
 
 class WindowDataModule(L.LightningDataModule):
@@ -161,7 +159,8 @@ class WindowDataModule(L.LightningDataModule):
         ids = self.record_ids or store.record_ids
         if not ids:
             raise StoreError(f"{self.run_dir}: the store holds no records; run `sleepfm preprocess`.")
-        train_ids, val_ids = split_records(ids, val_fraction=self.val_fraction, seed=self.seed)
+        train_ids, val_ids = split_records(ids, val_fraction=self.val_fraction, seed=self.seed,
+                                           groups=subject_map(self.run_dir, ids))
         self.train_ids, self.val_ids = train_ids, val_ids
         common = dict(window_s=self.window_s, modalities=self.modalities, max_channels=self.max_channels,
                       seed=self.seed)

@@ -29,6 +29,7 @@ from . import __version__
 from .channels import DEFAULT_CHANNEL_MAP, ChannelMap
 from .exceptions import ChannelError, DataWarning, SignalError, SleepFMError
 from .io import labels as L
+from .io.cohort import COHORT_NAME, read_cohort, write_cohort
 from .io.edf import read_edf
 from .io.store import RecordWriter, build_index, file_is_complete, record_path, remove_stale_temporaries
 from .runinfo import update_run_json
@@ -348,7 +349,8 @@ def _already_done(path: Path, sha: str, config: PreprocessConfig, label_files: d
 
 def _unmatched_label_files(label_dirs, used: set[Path]) -> list[str]:
     patterns = ("*.csv", "*.txt", "*Hypnogram.edf")
-    found = {p.resolve() for d in label_dirs for pat in patterns for p in Path(d).glob(pat)}
+    found = {p.resolve() for d in label_dirs for pat in patterns for p in Path(d).glob(pat)
+             if p.name != COHORT_NAME}
     return sorted(str(p) for p in found - {u.resolve() for u in used})
 
 
@@ -381,7 +383,9 @@ def preprocess_directory(input_dir, run_dir, *, labels_dir=None, config: Preproc
 
     Records whose output already exists for the same input checksum and settings are skipped.
     Label files are looked for in ``labels_dir`` and beside the recordings (see
-    :func:`sleepfm.io.labels.find_label_files`). The index and ``run.json`` are updated at the end.
+    :func:`sleepfm.io.labels.find_label_files`). A ``cohort.csv`` in ``input_dir`` is checked and
+    copied to the run (see :mod:`sleepfm.io.cohort`). The index and ``run.json`` are updated at
+    the end.
     """
     config = config or PreprocessConfig()
     run_dir = Path(run_dir)
@@ -438,6 +442,9 @@ def preprocess_directory(input_dir, run_dir, *, labels_dir=None, config: Preproc
         if r.status == "failed":
             logger.error("FAILED %s: %s", r.source, r.reason)
     build_index(run_dir)
+    cohort = Path(input_dir) / COHORT_NAME
+    if cohort.is_file():
+        write_cohort(read_cohort(cohort), run_dir / COHORT_NAME)
     label_dirs = {Path(labels_dir)} if labels_dir else set()
     label_dirs |= {p.parent for p in files}
     batch = BatchResult(sorted(results, key=lambda r: r.record_id),

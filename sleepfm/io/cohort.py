@@ -1,0 +1,50 @@
+"""The cohort table: one row per record with its subject and subject-level facts.
+
+``cohort.csv`` beside the recordings (or ``--cohort FILE``) has a ``record_id`` column, optionally
+``subject_id`` (default: each record is its own subject) and any other columns (age, sex, race,
+diagnoses…). Preprocessing copies it to ``RUN_DIR/cohort.csv``; splits use ``subject_id`` so that
+a subject's nights never straddle train and test.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..exceptions import LabelError
+from ..utils import write_text_atomic
+
+COHORT_NAME = "cohort.csv"
+
+
+def read_cohort(path) -> pd.DataFrame:
+    """Read and check a cohort table; ``subject_id`` defaults to ``record_id``."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path}: cohort table not found.")
+    df = pd.read_csv(path, dtype={"record_id": str, "subject_id": str})
+    if "record_id" not in df.columns:
+        raise LabelError(f"{path.name}: needs a 'record_id' column; it has {list(df.columns)}.")
+    dupes = sorted(df.loc[df["record_id"].duplicated(), "record_id"].unique())
+    if dupes:
+        raise LabelError(f"{path.name}: record ids {dupes[:5]} appear more than once.")
+    if "subject_id" not in df.columns:
+        df["subject_id"] = df["record_id"]
+    missing = df["subject_id"].isna()
+    if missing.any():
+        raise LabelError(f"{path.name}: rows {list(df.index[missing][:5] + 2)} have no subject_id.")
+    return df
+
+
+def write_cohort(df: pd.DataFrame, path) -> None:
+    """Write a cohort table atomically."""
+    write_text_atomic(path, df.to_csv(index=False))
+
+
+def subject_map(run_dir, record_ids) -> dict[str, str]:
+    """``{record_id: subject_id}`` from ``RUN_DIR/cohort.csv`` (records it lacks are their own
+    subject)."""
+    path = Path(run_dir) / COHORT_NAME
+    table = read_cohort(path) if path.is_file() else None
+    known = dict(zip(table["record_id"], table["subject_id"])) if table is not None else {}
+    return {r: known.get(r, r) for r in record_ids}

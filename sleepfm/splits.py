@@ -1,0 +1,254 @@
+"""Subject-level data splits: train/val/test, label fractions and few-shot subsets.
+
+Splits are made over *subjects*, never over records or epochs, so that no subject's nights
+appear on both sides of a split. All functions are deterministic given ``seed`` and the set of
+subject ids (the order of the records does not matter). Returned indices point into the
+per-record ``subject_ids`` array and are sorted.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+
+import numpy as np
+
+from .exceptions import DataWarning, LabelError
+
+logger = logging.getLogger(__name__)
+
+
+def _subject_array(subject_ids) -> np.ndarray:
+    ids = np.asarray(subject_ids)
+    if ids.ndim != 1:
+        raise ValueError(
+            f"'subject_ids' must be 1-D (one subject id per record), got shape {ids.shape}."
+        )
+    if ids.size == 0:
+        raise ValueError(
+            "The cohort is empty: 'subject_ids' has no records. Pass one subject id per record."
+        )
+    return ids
+
+
+def _round_count(fraction: float, n: int) -> int:
+    """``fraction * n`` rounded half up."""
+    return int(math.floor(fraction * n + 0.5))
+
+
+def _shuffled_subjects(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Unique subject ids in sorted order, then permuted by ``seed``."""
+    unique = np.unique(ids)
+    return unique[np.random.default_rng(seed).permutation(unique.size)]
+
+
+def _records_of(
+    ids: np.ndarray, subjects: np.ndarray, within: np.ndarray | None = None
+) -> np.ndarray:
+    idx = np.flatnonzero(np.isin(ids, subjects))
+    return idx if within is None else np.intersect1d(idx, within)
+
+
+def subject_split(
+    subject_ids, *, test_size: float = 0.2, val_size: float = 0.1, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Split records into train / val / test by subject.
+
+    Parameters
+    ----------
+    subject_ids : array-like, shape (n_records,)
+        Subject id of every record (a subject may have several nights).
+    test_size, val_size : float, default=0.2 and 0.1
+        Fractions of *subjects* in the test and validation sets, each in [0, 1). A non-zero
+        fraction gets at least one subject; the rest go to training.
+    seed : int, default=0
+        Seed of the subject shuffle.
+
+    Returns
+    -------
+    dict of str to ndarray of int
+        ``{"train": idx, "val": idx, "test": idx}``: sorted record indices; every subject's
+        records are in exactly one set.
+
+    Raises
+    ------
+    ValueError
+        If the cohort is empty, a size is out of range, or there are too few subjects to give
+        every requested set at least one subject.
+
+    Examples
+    --------
+    >>> split = subject_split(["s1", "s1", "s2", "s3", "s4"], test_size=0.25, val_size=0.25)
+    >>> sorted(split)
+    ['test', 'train', 'val']
+    """
+    ids = _subject_array(subject_ids)
+    for name, size in (("test_size", test_size), ("val_size", val_size)):
+        if not 0.0 <= size < 1.0:
+            raise ValueError(f"{name!r} must be a fraction in [0, 1), got {size}.")
+    if test_size + val_size >= 1.0:
+        raise ValueError(
+            f"test_size + val_size = {test_size + val_size:g} leaves no training subjects; "
+            "make their sum smaller than 1."
+        )
+    subjects = _shuffled_subjects(ids, seed)
+    n = subjects.size
+    n_test = max(_round_count(test_size, n), 1) if test_size > 0 else 0
+    n_val = max(_round_count(val_size, n), 1) if val_size > 0 else 0
+    if n_test + n_val >= n:
+        raise ValueError(
+            f"Too few subjects for this split: {n} subjects cannot fill train, val "
+            f"({n_val}) and test ({n_test}) with at least one subject each. Add subjects, or set "
+            "val_size=0 (and use cross-validation) for a tiny cohort."
+        )
+    split = {
+        "test": _records_of(ids, subjects[:n_test]),
+        "val": _records_of(ids, subjects[n_test:n_test + n_val]),
+        "train": _records_of(ids, subjects[n_test + n_val:]),
+    }
+    logger.info(
+        "subject split: %d train / %d val / %d test subjects (%d / %d / %d records)",
+        n - n_test - n_val, n_val, n_test, split["train"].size, split["val"].size,
+        split["test"].size,
+    )
+    return split
+
+
+def _train_subjects(train_idx, subject_ids) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = _subject_array(subject_ids)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
+    if train_idx.ndim != 1 or train_idx.size == 0:
+        raise ValueError("'train_idx' is empty; pass the training record indices of subject_split.")
+    if train_idx.min() < 0 or train_idx.max() >= ids.size:
+        raise ValueError(
+            f"'train_idx' points outside subject_ids (0..{ids.size - 1}); pass indices from "
+            "subject_split on the same subject_ids."
+        )
+    return ids, train_idx, ids[train_idx]
+
+
+def label_fraction(train_idx, subject_ids, fraction: float, *, seed: int = 0) -> np.ndarray:
+    """Keep a fraction of the training subjects (for label-efficiency curves).
+
+    Parameters
+    ----------
+    train_idx : array-like of int
+        Training record indices (e.g. ``subject_split(...)["train"]``).
+    subject_ids : array-like, shape (n_records,)
+        Subject id of every record.
+    fraction : float
+        Fraction of training *subjects* to keep, in (0, 1]; rounded half up, at least one.
+    seed : int, default=0
+        Seed of the subject order. For one seed, subsets are nested: the subjects kept at 10 %
+        are also kept at 20 %, and so on.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted record indices (a subset of ``train_idx``) of the kept subjects.
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not in (0, 1] or ``train_idx`` is empty.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"'fraction' must be in (0, 1], got {fraction}; use 1.0 for all labels.")
+    ids, train_idx, train_ids = _train_subjects(train_idx, subject_ids)
+    subjects = _shuffled_subjects(train_ids, seed)
+    n_keep = max(_round_count(fraction, subjects.size), 1)
+    logger.info("label fraction %g: %d of %d training subjects", fraction, n_keep, subjects.size)
+    return _records_of(ids, subjects[:n_keep], within=train_idx)
+
+
+def few_shot(train_idx, subject_ids, k: int, *, seed: int = 0) -> np.ndarray:
+    """Pick ``k`` labelled training nights, from as many different subjects as possible.
+
+    Parameters
+    ----------
+    train_idx : array-like of int
+        Training record indices.
+    subject_ids : array-like, shape (n_records,)
+        Subject id of every record.
+    k : int
+        Number of nights (>= 1, at most the number of training records).
+    seed : int, default=0
+        Seed. For one seed, picks are nested: the ``k`` nights are among the ``k + 1`` nights.
+
+    Returns
+    -------
+    ndarray of int
+        Sorted record indices (a subset of ``train_idx``).
+
+    Notes
+    -----
+    The first night of each subject in a shuffled subject order comes first; subjects give a
+    second night only after every subject gave one.
+    """
+    ids, train_idx, train_ids = _train_subjects(train_idx, subject_ids)
+    train_idx = np.unique(train_idx)
+    train_ids = ids[train_idx]
+    if not 1 <= k <= train_idx.size:
+        raise ValueError(
+            f"'k' must be between 1 and the number of training nights ({train_idx.size}), got {k}."
+        )
+    rng = np.random.default_rng(seed)
+    subjects = np.unique(train_ids)
+    subject_rank = np.empty(subjects.size, dtype=np.int64)
+    subject_rank[rng.permutation(subjects.size)] = np.arange(subjects.size)
+    code = np.searchsorted(subjects, train_ids)
+    by_subject = np.lexsort((rng.random(train_idx.size), code))
+    first = np.searchsorted(code[by_subject], code[by_subject])
+    within = np.empty(train_idx.size, dtype=np.int64)
+    within[by_subject] = np.arange(train_idx.size) - first  # rank of a night within its subject
+    order = np.lexsort((subject_rank[code], within))
+    return np.sort(train_idx[order[:k]])
+
+
+def few_shot_epochs(y, k: int, *, seed: int = 0) -> list[np.ndarray]:
+    """Keep ``k`` labelled epochs per class and mark every other epoch unscored (-1).
+
+    The embeddings stay whole, so a sequence head still sees each night's context; only the
+    loss is restricted to the kept epochs.
+
+    Parameters
+    ----------
+    y : list of ndarray of int
+        Stage labels of the training nights (-1 = unscored).
+    k : int
+        Labelled epochs to keep per class, pooled over all nights.
+    seed : int, default=0
+        Seed. For one seed, picks are nested in ``k``.
+
+    Returns
+    -------
+    list of ndarray of int
+        Copies of ``y`` with all but the kept epochs set to -1.
+
+    Warns
+    -----
+    DataWarning
+        When a class has fewer than ``k`` scored epochs (all of them are kept).
+    """
+    if k < 1:
+        raise ValueError(f"'k' must be at least 1, got {k}.")
+    nights = [np.asarray(n) for n in y]
+    if not nights:
+        raise LabelError("'y' is empty; pass the label arrays of the training nights.")
+    flat = np.concatenate(nights).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(flat.size, dtype=bool)
+    classes = np.unique(flat[flat >= 0])
+    for c in classes:
+        members = np.flatnonzero(flat == c)
+        chosen = members[rng.permutation(members.size)[:k]]
+        keep[chosen] = True
+        if members.size < k:
+            warnings.warn(
+                f"class {c} has only {members.size} scored epochs (< k={k}); keeping all of them.",
+                DataWarning,
+                stacklevel=2,
+            )
+    masked = np.where(keep, flat, -1)
+    bounds = np.cumsum([n.size for n in nights])[:-1]
+    return list(np.split(masked, bounds))
