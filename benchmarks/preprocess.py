@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -27,22 +26,29 @@ import time
 from pathlib import Path
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """A memory figure of this process from /proc (VmHWM = peak resident set, VmRSS = now).
+
+    ``getrusage`` is not used: its maximum survives ``exec`` on Linux, so a child would report
+    the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _measure(path: str, how: str, out_dir: str) -> dict:
     if how == "sleepfm":
         from sleepfm.preprocess import preprocess_record
 
-        base = _rss_mb()
+        base = _status_mb("VmRSS")
         t = time.perf_counter()
         preprocess_record(path, out_dir)
     else:
         import h5py
         import mne
 
-        base = _rss_mb()
+        base = _status_mb("VmRSS")
         t = time.perf_counter()
         raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
         raw.resample(128.0, verbose="error")
@@ -50,7 +56,7 @@ def _measure(path: str, how: str, out_dir: str) -> dict:
         with h5py.File(Path(out_dir) / "plain.h5", "w") as f:
             for name, x in zip(raw.ch_names, data):
                 f.create_dataset(name, data=x.astype("float32"), compression="lzf")
-    return {"seconds": time.perf_counter() - t, "peak_mb": _rss_mb(), "baseline_mb": base}
+    return {"seconds": time.perf_counter() - t, "peak_mb": _status_mb("VmHWM"), "baseline_mb": base}
 
 
 def main() -> None:

@@ -94,34 +94,32 @@ def _padlen(sos: np.ndarray) -> int:
 
 
 def zero_phase_lowpass(x: np.ndarray, sos: np.ndarray, *, step: int = 1, block: int = 1 << 18,
-                       out: np.ndarray | None = None) -> np.ndarray:
+                       overwrite_x: bool = False) -> np.ndarray:
     """Forward-backward SOS filter in blocks, keeping every ``step``-th output sample.
 
     Equivalent to ``scipy.signal.sosfiltfilt(sos, x)[::step]`` (same odd-extension edge padding
     and initial conditions) but streams both passes block by block with the filter state carried
-    across, so it needs one float32 copy of ``x`` and no float64 copy of the whole signal.
+    across, so no float64 copy of the whole signal is made; with ``overwrite_x`` the forward pass
+    is stored in ``x`` itself (float32), so the only new full-length array is the output.
     """
     n = len(x)
     pad = min(_padlen(sos), n - 1)
     zi0 = signal.sosfilt_zi(sos)
-    # Forward pass over [odd extension | x | odd extension], stored in float32.
     head = 2 * x[0] - x[pad:0:-1]
     tail = 2 * x[-1] - x[-2:-pad - 2:-1]
-    fwd = np.empty(n + 2 * pad, dtype=np.float32)
-    fwd[:pad], zi = signal.sosfilt(sos, head, zi=zi0 * head[0])
+    # Forward pass over [odd extension | x | odd extension]; only its state matters for the head.
+    _, zi = signal.sosfilt(sos, head, zi=zi0 * head[0])
+    fwd = x if overwrite_x and x.dtype == np.float32 else np.empty(n, dtype=np.float32)
     for a in range(0, n, block):
-        fwd[pad + a:pad + min(a + block, n)], zi = signal.sosfilt(sos, x[a:a + block], zi=zi)
-    fwd[pad + n:], zi = signal.sosfilt(sos, tail, zi=zi)
-    # Backward pass from the end, keeping the samples of x that survive decimation.
-    m = -(-n // step)
-    out = np.empty(m, dtype=np.float32) if out is None else out
-    zi = zi0 * fwd[-1]
-    _, zi = signal.sosfilt(sos, fwd[:pad + n - 1:-1], zi=zi)  # the tail extension, reversed
+        fwd[a:a + block], zi = signal.sosfilt(sos, x[a:a + block], zi=zi)
+    fwd_tail, _ = signal.sosfilt(sos, tail, zi=zi)
+    # Backward pass from the end of the tail, keeping the samples that survive decimation.
+    _, zi = signal.sosfilt(sos, fwd_tail[::-1], zi=zi0 * fwd_tail[-1])
+    out = np.empty(-(-n // step), dtype=np.float32)
     end = n
     while end > 0:
         start = max(end - block, 0)
-        seg, zi = signal.sosfilt(sos, fwd[pad + end - 1:pad + start - 1 if pad + start > 0 else None:-1],
-                                 zi=zi)
+        seg, zi = signal.sosfilt(sos, fwd[end - 1:start - 1 if start > 0 else None:-1], zi=zi)
         seg = seg[::-1]  # samples start..end-1 in time order
         first = -(-start // step) * step  # first kept index >= start
         out[first // step:(end - 1) // step + 1] = seg[first - start::step]
@@ -130,13 +128,14 @@ def zero_phase_lowpass(x: np.ndarray, sos: np.ndarray, *, step: int = 1, block: 
 
 
 def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
-             *, n_out: int | None = None) -> np.ndarray:
+             *, n_out: int | None = None, overwrite_x: bool = False) -> np.ndarray:
     """Bring one channel from ``fs`` to ``config.sample_rate`` (float32).
 
     Down-sampling applies :func:`zero_phase_lowpass` first (integer ratios keep every q-th
     filtered sample; other ratios then go through a polyphase resampler); up-sampling uses
     polyphase interpolation, or linear interpolation beyond a ratio of ``MAX_POLYPHASE_UP``. The output has exactly ``n_out`` samples (default
     ``round(len(x) * new / fs)``), the last sample repeated if the resampler comes up short.
+    ``overwrite_x`` lets the filter use ``x`` (float32) as scratch space.
     """
     config = config or PreprocessConfig()
     x = np.asarray(x, dtype=np.float32)
@@ -150,14 +149,15 @@ def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
     if ratio == 1:
         y = x
     elif fs > new and ratio.numerator == 1:
-        y = zero_phase_lowpass(x, _lowpass_sos(fs, config), step=ratio.denominator)
+        y = zero_phase_lowpass(x, _lowpass_sos(fs, config), step=ratio.denominator,
+                               overwrite_x=overwrite_x)
     elif new / fs > MAX_POLYPHASE_UP:
         # Slow channels (SpO2, heart rate at 1 Hz) are step-like: linear interpolation keeps their
         # values, where a polyphase interpolator would ring around every step.
         y = np.interp(np.arange(n_out) * (fs / new), np.arange(len(x)), x).astype(np.float32)
     else:
         if fs > new:
-            x = zero_phase_lowpass(x, _lowpass_sos(fs, config))
+            x = zero_phase_lowpass(x, _lowpass_sos(fs, config), overwrite_x=overwrite_x)
         y = signal.resample_poly(x, ratio.numerator, ratio.denominator, padtype="line")
     if len(y) < n_out:
         y = np.concatenate([y, np.full(n_out - len(y), y[-1], dtype=y.dtype)])
@@ -191,14 +191,16 @@ def robust_zscore(x: np.ndarray, *, clip: float | None = 20.0) -> tuple[np.ndarr
 
 
 def preprocess_signal(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
-                      *, n_out: int | None = None) -> np.ndarray:
-    """Filter, resample to ``config.sample_rate`` and robustly standardise one channel."""
+                      *, n_out: int | None = None, overwrite_x: bool = False) -> np.ndarray:
+    """Filter, resample to ``config.sample_rate`` and robustly standardise one channel
+    (``overwrite_x``: ``x`` may be used as scratch space)."""
     config = config or PreprocessConfig()
     if not np.all(np.isfinite(x)):
         raise SignalError(f"signal holds {int((~np.isfinite(x)).sum())} non-finite values (NaN/inf).")
     if len(x) and np.ptp(x) == 0:  # before resampling, whose edge ripple would look like signal
         raise SignalError("signal is flat (no variation), so it cannot be standardised.")
-    return robust_zscore(resample(x, fs, config, n_out=n_out), clip=config.clip)[0]
+    y = resample(x, fs, config, n_out=n_out, overwrite_x=overwrite_x)
+    return robust_zscore(y, clip=config.clip)[0]
 
 
 @dataclass
@@ -254,7 +256,8 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
                  "unplaced_channels": assignment.unplaced}
         out_path = record_path(run_dir, rec.record_id)
         def process(name: str) -> np.ndarray:
-            return preprocess_signal(rec.get_data(name), rec.sample_rate(name), config, n_out=n_out)
+            return preprocess_signal(rec.get_data(name), rec.sample_rate(name), config, n_out=n_out,
+                                     overwrite_x=True)
 
         names = list(assignment.placed)
         with RecordWriter(out_path, rec.record_id, sample_rate=config.sample_rate, n_samples=n_out,
