@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -79,13 +80,22 @@ def cmd_embed(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The end-to-end pipeline on a data folder (today: preprocessing)."""
+    """The end-to-end pipeline on a data folder: preprocess → pretrain → embed."""
+    from .train.embed import embed_run
+    from .train.pretrain import PretrainConfig, pretrain
+
     run = Path(args.run)
     pre = argparse.Namespace(input=args.data, out=str(run), labels=None, config=None, channel_map=None,
                              allow_truncated=False, workers=args.workers, quiet=args.quiet)
-    code = cmd_preprocess(pre)
+    if cmd_preprocess(pre) != 0:
+        print("demo: some recordings failed to preprocess; continuing with the others", file=sys.stderr)
+    config = PretrainConfig(encoder=args.encoder, max_epochs=args.epochs, batch_size=8,
+                            val_fraction=0.25, patience=0)
+    encoder_dir = pretrain(run, config, progress=not args.quiet)
+    status = embed_run(run, checkpoint=encoder_dir, progress=not args.quiet)
+    print(f"embedded {sum(v in ('ok', 'skipped') for v in status.values())} records")
     print(f"run directory: {run.resolve()}")
-    return code
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the whole pipeline on a data folder (data_samples/)")
     p.add_argument("--data", default="data_samples")
     p.add_argument("--run", default="runs/demo")
+    p.add_argument("--encoder", default="sleepfm_base", help="registered encoder name")
+    p.add_argument("--epochs", type=int, default=3, help="pre-training epochs")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -146,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # Lightning's start-up banners and tips
+        for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     try:
         return args.func(args)
     except SleepFMError as err:

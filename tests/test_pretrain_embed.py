@@ -201,3 +201,17 @@ def test_ddp_two_cpu_processes(store_run, tmp_path):
     assert info["steps"] >= 1
     assert "distributed_backend=gloo" in done.stderr or "world_size: 2" in done.stderr.lower() \
         or "MEMBER: 2/2" in done.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_on_data_samples(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(_cli("demo", "--data", str(root / "data_samples"), "--run", str(tmp_path / "run"),
+                               "--encoder", "sleepfm_tiny", "--epochs", "1", "--quiet"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "embedded 5 records" in done.stdout
+    embeddings = sorted(p.stem for p in (tmp_path / "run" / "embeddings").glob("*.h5"))
+    assert embeddings == ["SC4001E0-PSG_first300s", "SYN0001", "SYN0002", "SYN0003", "SYN0004"]
+    real = read_embeddings(tmp_path / "run" / "embeddings" / "SC4001E0-PSG_first300s.h5")
+    assert real.shape[0] == 10  # the real 5-minute excerpt: one context window, ten epochs
