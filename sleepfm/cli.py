@@ -79,9 +79,57 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def cmd_finetune(args) -> int:
+    from .train.finetune import FinetuneConfig, finetune_run
+
+    config = FinetuneConfig(
+        mode=args.mode, scheme=args.scheme, embedding=args.embedding,
+        label_fraction=args.label_fraction, shots=args.shots, shot_unit=args.shot_unit,
+        test_size=args.test_size, val_size=args.val_size, seed=args.seed,
+        bidirectional=args.bidirectional, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
+        batch_size=args.batch_size, skip_unlabelled=args.skip_unlabelled, device=args.device)
+    try:
+        result = finetune_run(args.run, args.task, config, split=args.split)
+    except ValueError as err:
+        if isinstance(err, SleepFMError):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for rid, why in result.info["skipped"].items():
+        print(f"SKIPPED {rid}: {why}", file=sys.stderr)
+    score = "" if result.val_score is None else f"; validation score {result.val_score:.3f}"
+    print(f"{args.task} head ({args.mode}) trained on {len(result.train_records)} nights of "
+          f"{result.info['n_train_subjects']} subjects{score}; saved to {result.directory}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .eval.evaluate import evaluate_run
+
+    result = evaluate_run(args.run, args.task, n_boot=args.n_boot, seed=args.seed)
+    print(f"{args.task}: {result.metrics['n_test_nights']} test nights of "
+          f"{result.metrics['n_test_subjects']} subjects")
+    for row in result.summary.itertuples():
+        print(f"  {row.metric:<28} {row.value:.3f}  [{row.ci_low:.3f}, {row.ci_high:.3f}]")
+    print(f"reports written to {result.directory}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_edf
+
+    frame = predict_edf(args.edf, args.run, args.out, keep_work_dir=args.keep_work_dir)
+    counts = frame["StageName"].value_counts().to_dict()
+    print(f"{len(frame)} epochs staged → {args.out} ({counts})")
+    return 0
+
+
 def cmd_demo(args) -> int:
-    """The end-to-end pipeline on a data folder: preprocess → pretrain → embed."""
+    """The end-to-end pipeline on a data folder: preprocess → pretrain → embed → staging and event
+    heads → evaluation on held-out subjects."""
+    from .eval.evaluate import evaluate_run
     from .train.embed import embed_run
+    from .train.finetune import FinetuneConfig, finetune_run
     from .train.pretrain import PretrainConfig, pretrain
 
     run = Path(args.run)
@@ -94,6 +142,11 @@ def cmd_demo(args) -> int:
     encoder_dir = pretrain(run, config, progress=not args.quiet)
     status = embed_run(run, checkpoint=encoder_dir, progress=not args.quiet)
     print(f"embedded {sum(v in ('ok', 'skipped') for v in status.values())} records")
+    for task, mode in (("staging", "lstm"), ("events", "linear")):
+        finetune_run(run, task, FinetuneConfig(mode=mode, skip_unlabelled=True))
+        result = evaluate_run(run, task, n_boot=args.n_boot)
+        print(f"{task} on {result.metrics['n_test_nights']} held-out night(s): " + ", ".join(
+            f"{row.metric} {row.value:.2f}" for row in result.summary.head(3).itertuples()))
     print(f"run directory: {run.resolve()}")
     return 0
 
@@ -143,11 +196,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("finetune", help="train a staging or events head on RUN_DIR/embeddings")
+    p.add_argument("task", choices=["staging", "events"])
+    p.add_argument("--run", required=True, help="run directory (after `sleepfm embed`)")
+    p.add_argument("--mode", default="lstm", choices=["lstm", "linear", "fewshot", "finetune"],
+                   help="lstm/linear head on frozen embeddings, fewshot, or finetune (encoder "
+                        "unfrozen, end to end)")
+    p.add_argument("--scheme", default="aasm5", choices=["aasm5", "osf4"])
+    p.add_argument("--embedding", default="fused", help="fused or a modality (BAS, ECG, EMG, RESP)")
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="fraction of training subjects whose labels are used")
+    p.add_argument("--shots", type=int, help="few-shot size (--mode fewshot)")
+    p.add_argument("--shot-unit", default="nights", choices=["nights", "epochs"],
+                   help="--shots counts nights, or labelled epochs per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-size", type=float, default=0.2, help="fraction of subjects for testing")
+    p.add_argument("--val-size", type=float, default=0.1,
+                   help="fraction of subjects for early stopping")
+    p.add_argument("--split", help="reuse this split.json instead of making a new one")
+    p.add_argument("--bidirectional", action="store_true", help="bidirectional LSTM")
+    p.add_argument("--epochs", type=int, help="training epochs of the head")
+    p.add_argument("--hidden", type=int, help="hidden size of the head")
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per step (--mode finetune)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip-unlabelled", action="store_true",
+                   help="leave out records without usable labels (reported) instead of failing")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="score a head on its held-out test subjects → RUN_DIR/reports")
+    p.add_argument("task", choices=["staging", "events"])
+    p.add_argument("--run", required=True)
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of subjects")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="stage a new EDF with a run's encoder and staging head")
+    p.add_argument("edf", help="EDF/BDF recording")
+    p.add_argument("--run", required=True, help="run with checkpoints/encoder and heads/staging")
+    p.add_argument("--out", required=True, help="hypnogram CSV to write")
+    p.add_argument("--keep-work-dir", action="store_true",
+                   help="keep the temporary preprocessed store and embeddings")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("demo", help="run the whole pipeline on a data folder (data_samples/)")
     p.add_argument("--data", default="data_samples")
     p.add_argument("--run", default="runs/demo")
     p.add_argument("--encoder", default="sleepfm_base", help="registered encoder name")
     p.add_argument("--epochs", type=int, default=3, help="pre-training epochs")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of the CIs")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -1,0 +1,93 @@
+"""``sleepfm predict``: a new EDF → a SleepFM hypnogram CSV with one row per 30 s epoch; and the
+end-to-end fine-tuning mode (encoder unfrozen) on a small store."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sleepfm.checkpoint import save_checkpoint
+from sleepfm.cli import main
+from sleepfm.io.labels import read_stages
+from sleepfm.models import create_encoder
+from sleepfm.predict import predict_edf
+from sleepfm.preprocess import preprocess_directory
+from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
+from sleepfm.train.embed import embed_run
+from sleepfm.train.finetune import FinetuneConfig, finetune_run, load_head
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """Six 10-minute synthetic nights (EEG/EOG/chin at 100 Hz), preprocessed, embedded with a
+    randomly initialised tiny encoder, and an LSTM staging head."""
+    root = tmp_path_factory.mktemp("predict")
+    config = SyntheticConfig(duration_h=10 / 60, montage="staging",
+                             sample_rates={"eeg": 100.0, "eog": 100.0, "emg": 100.0})
+    for seed in range(6):
+        write_night(generate_night(config, seed=seed, record_id=f"P{seed:02d}"), root / "edf")
+    run = root / "run"
+    assert not preprocess_directory(root / "edf", run).failed
+    torch.manual_seed(0)
+    save_checkpoint(create_encoder("sleepfm_tiny"), run / "checkpoints" / "encoder")
+    embed_run(run)
+    finetune_run(run, "staging", FinetuneConfig(epochs=3, hidden=16))
+    return run
+
+
+def test_predict_writes_one_row_per_epoch(small_run, tmp_path, make_edf):
+    edf, _ = make_edf(tmp_path / "new.edf", [("EEG C3-M2", 256), ("EOG E1-M2", 256),
+                                             ("EMG chin", 256)], duration=465.0)
+    out = tmp_path / "hyp.csv"
+    frame = predict_edf(edf, small_run, out)
+    assert len(frame) == 15  # 465 s: 15 whole 30 s epochs
+    written = pd.read_csv(out)
+    assert list(written.columns[:4]) == ["Start", "Stop", "StageName", "StageNumber"]
+    assert [f"P_{c}" for c in ("W", "N1", "N2", "N3", "REM")] == list(written.columns[4:])
+    np.testing.assert_allclose(written["Start"], np.arange(15) * 30.0)
+    np.testing.assert_allclose(written["Stop"] - written["Start"], 30.0)
+    hyp = read_stages(out)  # a valid SleepFM CSV
+    assert len(hyp) == 15 and set(hyp.stages) <= {0, 1, 2, 3, 4}
+    np.testing.assert_array_equal(hyp.stages, written["StageNumber"])
+    np.testing.assert_allclose(written.filter(like="P_").sum(1), 1.0, atol=2e-3)
+    assert not list(tmp_path.glob("sleepfm-predict-*"))  # the work directory is removed
+
+
+def test_predict_cli(small_run, tmp_path, capsys):
+    src = small_run.parent / "edf" / "P00.edf"
+    out = tmp_path / "p00.csv"
+    assert main(["predict", str(src), "--run", str(small_run), "--out", str(out)]) == 0
+    assert "20 epochs staged" in capsys.readouterr().out
+    assert len(read_stages(out)) == 20
+    assert main(["predict", str(tmp_path / "missing.edf"), "--run", str(small_run),
+                 "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["predict", str(src), "--run", str(tmp_path), "--out", str(out)]) == 2
+
+
+def test_end_to_end_finetuning_mode(small_run, tmp_path):
+    from sleepfm.eval.evaluate import evaluate_run
+
+    result = finetune_run(small_run, "staging", FinetuneConfig(mode="finetune", epochs=1,
+                                                               batch_size=4, hidden=16))
+    head_dir = small_run / "heads" / "staging"
+    assert (head_dir / "encoder" / "model.safetensors").is_file()
+    heads, info = load_head(head_dir)
+    assert info["mode"] == "finetune" and set(heads) == {"window"}
+    # The encoder was trained: its weights moved away from the run's encoder.
+    from sleepfm.checkpoint import load_checkpoint
+
+    start, _ = load_checkpoint(small_run / "checkpoints" / "encoder")
+    tuned = heads["window"].encoder.state_dict()
+    moved = [k for k, v in start.state_dict().items()
+             if v.is_floating_point() and not torch.equal(v, tuned[k])]
+    assert moved
+    ev = evaluate_run(small_run, "staging", n_boot=20, figures=False)
+    assert ev.metrics["mode"] == "finetune" and ev.metrics["test_records"] == result.split["test"]
+    frame = predict_edf(small_run.parent / "edf" / "P01.edf", small_run)
+    assert len(frame) == 20
+    info_run = json.loads((small_run / "run.json").read_text())["stages"]["finetune_staging"]
+    assert info_run["mode"] == "finetune"
