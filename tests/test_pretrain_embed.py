@@ -29,18 +29,8 @@ def _write(directory: Path, record_id: str, minutes: float, channels: list[str] 
     rates = {"eeg": 128.0, "eog": 128.0, "emg": 128.0, "ecg": 128.0, "resp": 16.0, "spo2": 1.0}
     night = generate_night(SyntheticConfig(duration_h=(offset_min + minutes) / 60, sample_rates=rates),
                            seed=seed, record_id=record_id)
-    a, b = offset_min * 60, (offset_min + minutes) * 60
-    for name in list(night.signals):
-        if channels is not None and name not in channels:
-            for table in (night.signals, night.sample_rates, night.units, night.kinds):
-                table.pop(name)
-        else:
-            fs = night.sample_rates[name]
-            night.signals[name] = night.signals[name][int(a * fs):int(b * fs)]
-    night.stages = night.stages[int(a // 30):int(b // 30)]
-    events = night.events[(night.events.onset >= a) & (night.events.onset < b)]
-    night.events = events.assign(onset=events.onset - a).reset_index(drop=True)
-    write_night(night, directory)
+    night = night.pick(channels) if channels is not None else night
+    write_night(night.crop(offset_min * 60, (offset_min + minutes) * 60), directory)
 
 
 @pytest.fixture(scope="module")
