@@ -55,14 +55,20 @@ logger = logging.getLogger("staging_compare")
 YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 
 
+# A reduced clinical montage: YASA's preferred inputs (central EEG, EOG, chin EMG) plus the ECG and
+# airflow a multimodal encoder can also use.
+SYNTHETIC_CHANNELS = ["C4-M1", "E1-M2", "Chin", "ECG", "Airflow"]
+
+
 def write_synthetic(directory: Path, n: int, *, hours: float, artefact_rate: float, seed: int) -> None:
-    """``n`` synthetic subjects, one night each, Sleep-EDF-like montage at 100 Hz, + cohort.csv."""
+    """``n`` synthetic subjects, one night each (:data:`SYNTHETIC_CHANNELS`, 100 Hz) + cohort.csv."""
     directory.mkdir(parents=True, exist_ok=True)
-    config = SyntheticConfig(duration_h=hours, montage="sleep_edf", artefact_rate=artefact_rate,
-                             sample_rates={"eeg": 100.0, "eog": 100.0, "emg": 100.0})
+    config = SyntheticConfig(duration_h=hours, montage="clinical", artefact_rate=artefact_rate,
+                             sample_rates={"eeg": 100.0, "eog": 100.0, "emg": 100.0, "ecg": 100.0,
+                                           "resp": 16.0})
     rows = []
     for night in generate_cohort(n, config, seed=seed):
-        write_night(night, directory)
+        write_night(night.pick(SYNTHETIC_CHANNELS), directory)
         s = night.subject
         rows.append({"record_id": night.record_id, "subject_id": s["subject_id"],
                      "age": s.get("age"), "sex": s.get("sex"), "ahi": s.get("ahi")})
@@ -133,7 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/staging_compare", help="run directory")
     p.add_argument("--synthetic", type=int, metavar="N", help="write N synthetic subjects first")
     p.add_argument("--hours", type=float, default=2.0, help="synthetic night length (h)")
-    p.add_argument("--artefact-rate", type=float, default=0.02, help="synthetic artefacts")
+    p.add_argument("--artefact-rate", type=float, default=2.0,
+                   help="synthetic artefact bursts per hour")
     p.add_argument("--encoder", default="sleepfm_tiny")
     p.add_argument("--pretrain-epochs", type=int, default=3)
     p.add_argument("--head-epochs", type=int, default=15)
