@@ -246,8 +246,9 @@ def main(argv=None) -> int:
         "# Sleep staging on held-out subjects",
         "",
         ("**These figures are on SYNTHETIC data** (`sleepfm.synthetic`, "
-         f"{args.synthetic} subjects × one {args.hours:g}-h night, Sleep-EDF-like montage at "
-         f"100 Hz, artefact rate {args.artefact_rate}); they say how well each method recovers "
+         f"{args.synthetic} subjects × one {args.hours:g}-h night, channels "
+         f"{', '.join(SYNTHETIC_CHANNELS)}, {args.artefact_rate:g} artefact bursts per hour); "
+         "they say how well each method recovers "
          "the generator's stage structure, not how it does on patients."
          if synthetic else f"Data: `{data}` ({len(ok_ids)} recordings)."),
         "",
