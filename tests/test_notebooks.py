@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom on data_samples/ (committed without outputs)."""
 import json
-import os
 from pathlib import Path
 
 import nbformat

@@ -33,6 +33,14 @@ def _write(directory: Path, record_id: str, minutes: float, channels: list[str] 
     write_night(night.crop(offset_min * 60, (offset_min + minutes) * 60), directory)
 
 
+def _linked_run(run: Path, store_run: Path, pattern: str) -> Path:
+    """A run directory whose store links to the records of ``store_run`` matching ``pattern``."""
+    (run / "hdf5").mkdir(parents=True)
+    for p in (store_run / "hdf5").glob(f"{pattern}.h5"):
+        (run / "hdf5" / p.name).symlink_to(p)
+    return run
+
+
 @pytest.fixture(scope="module")
 def store_run(tmp_path_factory):
     """Sixteen 10-minute excerpts from different parts of different nights (mixed montages), a
@@ -101,9 +109,7 @@ def test_plan_windows_covers_every_token_once():
 
 def test_record_embedding_independent_of_batch_partners(trained_run, tmp_path):
     run, encoder_dir = trained_run
-    alone = tmp_path / "alone"
-    (alone / "hdf5").mkdir(parents=True)
-    (alone / "hdf5" / "LONG.h5").symlink_to(run / "hdf5" / "LONG.h5")
+    alone = _linked_run(tmp_path / "alone", run, "LONG")
     embed_run(alone, checkpoint=encoder_dir, batch_size=1)
     # Batches of 7 windows: LONG's windows share batches with other montages' (N01, NAP, ...).
     embed_run(run, checkpoint=encoder_dir, batch_size=7, overwrite=True)
@@ -126,10 +132,7 @@ def test_checkpoint_round_trip_embeds_bit_for_bit(trained_run, tmp_path):
 def test_record_without_encoder_modalities_is_reported(store_run, tmp_path):
     enc = create_encoder("sleepfm_tiny", modalities=("ECG",))
     ckpt = save_checkpoint(enc, tmp_path / "ecg_only")
-    run = tmp_path / "run"
-    (run / "hdf5").mkdir(parents=True)
-    for rid in ("N00", "N01"):
-        (run / "hdf5" / f"{rid}.h5").symlink_to(store_run / "hdf5" / f"{rid}.h5")
+    run = _linked_run(tmp_path / "run", store_run, "N0[01]")
     status = embed_run(run, checkpoint=ckpt)
     assert status["N00"] == "ok"
     assert "no channel of the encoder's modalities" in status["N01"]
@@ -149,10 +152,7 @@ def _config_file(path: Path, **extra) -> Path:
 
 @pytest.mark.slow
 def test_killed_pretraining_resumes(store_run, tmp_path):
-    run = tmp_path / "run"
-    (run / "hdf5").mkdir(parents=True)
-    for p in (store_run / "hdf5").glob("N*.h5"):
-        (run / "hdf5" / p.name).symlink_to(p)
+    run = _linked_run(tmp_path / "run", store_run, "N*")
     cfg = _config_file(tmp_path / "cfg.yaml", max_epochs=5)
     proc = subprocess.Popen(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -176,10 +176,7 @@ def test_killed_pretraining_resumes(store_run, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(store_run, tmp_path):
-    run = tmp_path / "run"
-    (run / "hdf5").mkdir(parents=True)
-    for p in (store_run / "hdf5").glob("N*.h5"):
-        (run / "hdf5" / p.name).symlink_to(p)
+    run = _linked_run(tmp_path / "run", store_run, "N*")
     cfg = _config_file(tmp_path / "cfg.yaml", max_epochs=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet",

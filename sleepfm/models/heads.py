@@ -22,7 +22,6 @@ Heads are registered by name: :func:`list_heads`, :func:`create_head`.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..eval.metrics import SEVERITY_NAMES, ahi_severity, auroc, cohen_kappa, macro_f1
 from ..exceptions import ConvergenceWarning, LabelError, NotFittedError, SleepFMError
+from ..registry import Registry
 from ..utils import check_option, verbose_scope
 
 logger = logging.getLogger(__name__)
@@ -45,27 +45,9 @@ logger = logging.getLogger(__name__)
 #: Version of the layout written by ``get_state``.
 STATE_VERSION = 1
 
-HEADS: dict[str, type["BaseHead"]] = {}
-
-
-def register_head(name: str):
-    """Class decorator adding a head to :data:`HEADS` under ``name``."""
-
-    def decorate(cls):
-        if name in HEADS:
-            raise ValueError(
-                f"A head named {name!r} is already registered ({HEADS[name].__name__})."
-            )
-        cls.head_name = name
-        HEADS[name] = cls
-        return cls
-
-    return decorate
-
-
-def list_heads(pattern: str = "*") -> list[str]:
-    """Registered head names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in HEADS if fnmatch.fnmatch(n, pattern))
+HEADS = Registry("head", attribute="head_name")
+register_head = HEADS.register
+list_heads = HEADS.names
 
 
 def create_head(name: str, **params) -> "BaseHead":
@@ -83,21 +65,14 @@ def create_head(name: str, **params) -> "BaseHead":
     BaseHead
         An unfitted head.
     """
-    if name not in HEADS:
-        raise ValueError(f"Unknown head {name!r}. Known heads: {', '.join(list_heads())}.")
-    return HEADS[name](**params)
+    return HEADS.create(name, **params)
 
 
 def head_from_state(tensors: dict[str, torch.Tensor], meta: dict) -> "BaseHead | AHIRegressor":
     """Rebuild a fitted head from :meth:`BaseHead.get_state` output, dispatching on its name."""
-    known = {**HEADS, AHIRegressor.head_name: AHIRegressor}
     name = meta.get("head")
-    if name not in known:
-        raise ValueError(
-            f"State names head {name!r}, which is not registered. Known heads: "
-            f"{', '.join(sorted(known))}."
-        )
-    return known[name].from_state(tensors, meta)
+    cls = AHIRegressor if name == AHIRegressor.head_name else HEADS[name]
+    return cls.from_state(tensors, meta)
 
 
 # --------------------------------------------------------------------------------------------

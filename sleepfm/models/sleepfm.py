@@ -21,10 +21,9 @@ separate towers. The cost of separate weights is parameters only, not compute.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..channels import MODALITIES
-from ..exceptions import SleepFMError
+from ..registry import Registry
 
 __all__ = [
     "SleepFMConfig",
@@ -681,24 +680,9 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 # --------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------
-_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register ``fn(**overrides) -> nn.Module`` under ``name`` for :func:`create_encoder`."""
-
-    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _ENCODERS:
-            raise SleepFMError(f"An encoder named {name!r} is already registered.")
-        _ENCODERS[name] = fn
-        return fn
-
-    return decorator
-
-
-def list_encoders(pattern: str = "*") -> list[str]:
-    """Sorted names of registered encoders matching the shell-style ``pattern``."""
-    return sorted(n for n in _ENCODERS if fnmatch.fnmatchcase(n, pattern))
+ENCODERS = Registry("encoder")
+register_encoder = ENCODERS.register
+list_encoders = ENCODERS.names
 
 
 def create_encoder(name: str, **overrides: Any) -> nn.Module:
@@ -714,11 +698,9 @@ def create_encoder(name: str, **overrides: Any) -> nn.Module:
     Raises
     ------
     ValueError
-        Unknown name (the message lists the known ones) or unknown config field.
+        Unknown name (the message lists the known ones) or an invalid config field.
     """
-    if name not in _ENCODERS:
-        raise ValueError(f"Unknown encoder {name!r}. Known encoders: {', '.join(list_encoders())}.")
-    return _ENCODERS[name](**overrides)
+    return ENCODERS.create(name, **overrides)
 
 
 _TINY: dict[str, Any] = dict(

@@ -18,14 +18,13 @@ Adding an objective touches its own file and the registry only::
 """
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from ..exceptions import SleepFMError
+from ..registry import Registry
 
 __all__ = [
     "Objective",
@@ -164,28 +163,20 @@ def masked_info_nce(logits: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------------
-_OBJECTIVES: dict[str, type[Objective]] = {}
 _O = TypeVar("_O", bound=type[Objective])
+OBJECTIVES = Registry("objective", attribute="name")
+list_objectives = OBJECTIVES.names
 
 
 def register_objective(name: str) -> Callable[[_O], _O]:
     """Class decorator: register an :class:`Objective` subclass under ``name``."""
 
     def decorator(cls: _O) -> _O:
-        if name in _OBJECTIVES:
-            raise SleepFMError(f"An objective named {name!r} is already registered.")
         if not (isinstance(cls, type) and issubclass(cls, Objective)):
             raise TypeError(f"register_objective({name!r}) expects an Objective subclass, got {cls!r}.")
-        cls.name = name
-        _OBJECTIVES[name] = cls
-        return cls
+        return OBJECTIVES.register(name)(cls)
 
     return decorator
-
-
-def list_objectives(pattern: str = "*") -> list[str]:
-    """Sorted names of registered objectives matching the shell-style ``pattern``."""
-    return sorted(n for n in _OBJECTIVES if fnmatch.fnmatchcase(n, pattern))
 
 
 def create_objective(name: str, **cfg: Any) -> Objective:
@@ -196,8 +187,4 @@ def create_objective(name: str, **cfg: Any) -> Objective:
     ValueError
         Unknown name; the message lists the known ones.
     """
-    if name not in _OBJECTIVES:
-        raise ValueError(
-            f"Unknown objective {name!r}. Known objectives: {', '.join(list_objectives())}."
-        )
-    return _OBJECTIVES[name](**cfg)
+    return OBJECTIVES.create(name, **cfg)
