@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from sleepfm.checkpoint import load_checkpoint, save_checkpoint
+from sleepfm.exceptions import SleepFMError
 from sleepfm.models import create_encoder
 from sleepfm.preprocess import preprocess_directory
 from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
@@ -202,3 +203,13 @@ def test_demo_runs_end_to_end_on_data_samples(tmp_path):
     assert embeddings == ["SC4001E0-PSG_first300s", "SYN0001", "SYN0002", "SYN0003", "SYN0004"]
     real = read_embeddings(tmp_path / "run" / "embeddings" / "SC4001E0-PSG_first300s.h5")
     assert real.shape[0] == 10  # the real 5-minute excerpt: one context window, ten epochs
+
+
+def test_resume_under_other_settings_is_refused(store_run, tmp_path):
+    run = _linked_run(tmp_path / "run", store_run, "N0[0-3]")
+    pretrain(run, PretrainConfig(max_epochs=1, **TINY), progress=False)
+    with pytest.raises(SleepFMError, match="other settings.*encoder_config.*--restart"):
+        pretrain(run, PretrainConfig(max_epochs=2, **{**TINY, "encoder": "sleepfm_base"}),
+                 progress=False)
+    # Starting again explicitly works.
+    pretrain(run, PretrainConfig(max_epochs=1, **TINY), resume=False, progress=False)

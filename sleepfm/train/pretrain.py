@@ -12,6 +12,7 @@ Run directory outputs::
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -25,10 +26,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ..checkpoint import save_checkpoint
 from ..data import WindowDataModule
+from ..exceptions import SleepFMError
 from ..io.store import Store
 from ..models import SleepFMConfig, SleepFMEncoder, create_encoder
 from ..runinfo import update_run_json
 from ..ssl import create_objective
+from ..utils import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +184,19 @@ class _ExportBest(Callback):
             save_checkpoint(module.encoder, self.directory, metadata=meta)
 
 
+def _check_resumable(path: Path, hparams, ckpt_path: str | None) -> None:
+    """Record the module's settings beside ``last.ckpt``; refuse to resume under other settings
+    (the saved weights would not fit, or would silently continue a different experiment)."""
+    current = json.loads(json.dumps(dict(hparams), default=str))
+    if ckpt_path and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise SleepFMError(f"{ckpt_path} was written with other settings ({', '.join(changed)} "
+                               "differ); pass --restart to start again, or use the original config.")
+    write_text_atomic(path, json.dumps(current, indent=2))
+
+
 def _best(callbacks) -> float | None:
     best = next(c.best for c in callbacks if isinstance(c, _ExportBest))
     return best if math.isfinite(best) else None
@@ -228,6 +244,7 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
     )
     last = ckpt_dir / "lightning" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    _check_resumable(ckpt_dir / "lightning" / "module.json", module.hparams, ckpt_path)
     initial_val_loss = None
     if ckpt_path:
         logger.info("resuming from %s", last)
