@@ -147,6 +147,8 @@ def cmd_demo(args) -> int:
         result = evaluate_run(run, task, n_boot=args.n_boot)
         print(f"{task} on {result.metrics['n_test_nights']} held-out night(s): " + ", ".join(
             f"{row.metric} {row.value:.2f}" for row in result.summary.head(3).itertuples()))
+    print("note: held-out metrics on a handful of short recordings are a smoke test, not a result; "
+          "benchmarks/staging_compare.py measures on a cohort")
     print(f"run directory: {run.resolve()}")
     return 0
 

@@ -244,7 +244,7 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
     )
     last = ckpt_dir / "lightning" / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
-    _check_resumable(ckpt_dir / "lightning" / "module.json", module.hparams, ckpt_path)
+    _check_resumable(ckpt_dir / "pretrain_module.json", module.hparams, ckpt_path)
     initial_val_loss = None
     if ckpt_path:
         logger.info("resuming from %s", last)
