@@ -9,7 +9,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import pandas as pd
 import pytest
 
 from sleepfm.checkpoint import load_checkpoint, save_checkpoint
@@ -18,7 +17,7 @@ from sleepfm.models import create_encoder
 from sleepfm.preprocess import preprocess_directory
 from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
 from sleepfm.train.embed import embed_run, plan_windows, read_embeddings
-from sleepfm.train.pretrain import PretrainConfig, pretrain
+from sleepfm.train.pretrain import PretrainConfig, pretrain, read_pretrain_metrics
 
 TINY = {"encoder": "sleepfm_tiny", "batch_size": 8, "num_workers": 0, "val_fraction": 0.25,
         "patience": 0, "lr": 3e-3, "warmup_fraction": 0.1}
@@ -73,7 +72,7 @@ def test_pretraining_lowers_validation_loss(trained_run):
     run, encoder_dir = trained_run
     info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
     assert info["best_val_loss"] < info["initial_val_loss"] - 0.05, info
-    metrics = pd.read_csv(run / "logs" / "pretrain" / "metrics.csv")
+    metrics = read_pretrain_metrics(run)
     assert metrics["train/loss"].notna().sum() >= 3
     assert (encoder_dir / "model.safetensors").is_file()
     assert set(info["val_records"]).isdisjoint(info["train_records"])
@@ -167,10 +166,12 @@ def test_killed_pretraining_resumes(store_run, tmp_path):
     done = subprocess.run(_cli("pretrain", "--run", str(run), "--config", str(cfg), "--quiet"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    metrics = pd.read_csv(run / "logs" / "pretrain" / "metrics.csv")
-    # Only the resumed part is logged (the killed run never flushed): it started after epoch 0
-    # and went on to the last epoch.
-    assert metrics["epoch"].min() >= 1 and metrics["epoch"].max() == 4
+    metrics = read_pretrain_metrics(run)
+    # The resumed invocation logged into a version of its own, starting after the killed one's
+    # checkpoint (epoch >= 1) and going on to the last epoch; earlier curves are kept.
+    resumed = metrics[metrics["version"] == metrics["version"].max()]
+    assert metrics["version"].nunique() == 2
+    assert resumed["epoch"].min() >= 1 and resumed["epoch"].max() == 4
     info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
     assert info["epochs"] == 5 and info["initial_val_loss"] is None
 
@@ -213,3 +214,14 @@ def test_resume_under_other_settings_is_refused(store_run, tmp_path):
                  progress=False)
     # Starting again explicitly works.
     pretrain(run, PretrainConfig(max_epochs=1, **TINY), resume=False, progress=False)
+
+
+def test_rerun_keeps_earlier_loss_curves(store_run, tmp_path):
+    run = _linked_run(tmp_path / "run", store_run, "N0[0-3]")
+    pretrain(run, PretrainConfig(max_epochs=1, **TINY), progress=False)
+    first = read_pretrain_metrics(run)
+    pretrain(run, PretrainConfig(max_epochs=2, **TINY), progress=False)  # resumes for one epoch
+    both = read_pretrain_metrics(run)
+    assert sorted(both["version"].unique()) == [0, 1]
+    assert both[both["version"] == 0].drop(columns="version").equals(first.drop(columns="version"))
+    assert both.loc[both["version"] == 1, "epoch"].dropna().min() == 1

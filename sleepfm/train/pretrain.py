@@ -8,7 +8,9 @@ Run directory outputs::
 
     RUN_DIR/checkpoints/encoder/          best encoder: model.safetensors + config.json (no pickle)
     RUN_DIR/checkpoints/lightning/last.ckpt   full training state, for resuming after a kill
-    RUN_DIR/logs/pretrain/metrics.csv     train/loss, val/loss and learning rate per step/epoch
+    RUN_DIR/logs/pretrain/version_N/metrics.csv   train/val loss and learning rate per step/epoch;
+                                          each invocation (a resume too) adds a version, see
+                                          :func:`read_pretrain_metrics`
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
@@ -184,6 +187,18 @@ class _ExportBest(Callback):
             save_checkpoint(module.encoder, self.directory, metadata=meta)
 
 
+def read_pretrain_metrics(run_dir) -> pd.DataFrame:
+    """Loss curves of every pre-training invocation of a run, oldest first (``version`` column).
+
+    A resumed run logs into a new version, so the curve of a killed and resumed run is the
+    concatenation (steps continue where the checkpoint left off). Empty when nothing was logged.
+    """
+    root = Path(run_dir) / "logs" / "pretrain"
+    files = sorted(root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    frames = [pd.read_csv(f).assign(version=int(f.parent.name.split("_")[1])) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _check_resumable(path: Path, hparams, ckpt_path: str | None) -> None:
     """Record the module's settings beside ``last.ckpt``; refuse to resume under other settings
     (the saved weights would not fit, or would silently continue a different experiment)."""
@@ -238,7 +253,7 @@ def pretrain(run_dir, config: PretrainConfig | None = None, *, resume: bool = Tr
         accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
         strategy=config.strategy, precision=config.precision,
         accumulate_grad_batches=config.accumulate, gradient_clip_val=config.grad_clip,
-        logger=CSVLogger(run_dir / "logs", name="pretrain", version=""),
+        logger=CSVLogger(run_dir / "logs", name="pretrain", flush_logs_every_n_steps=10),
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0,
     )
