@@ -5,6 +5,8 @@ BAS 10, RESP 7, ECG 2 and EMG 4 channels at 128 Hz, as in the public reference's
 """
 from __future__ import annotations
 
+import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +41,19 @@ def peak_mb() -> float:
         if line.startswith("VmHWM:"):
             return float(line.split()[1]) / 1024
     raise RuntimeError("VmHWM not in /proc/self/status")
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both store benchmarks share: the store's size, the encoder, the loader."""
+    parser.add_argument("--nights", type=int, default=2)
+    parser.add_argument("--hours", type=float, default=8.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--encoder", default="sleepfm_base")
+    parser.add_argument("--out", help="scratch run directory (default: temporary)")
+
+
+def store_from_args(args: argparse.Namespace) -> Path:
+    """The run directory named by ``--out`` (or a temporary one) with its store made."""
+    run = Path(args.out or tempfile.mkdtemp(prefix="sleepfm-bench-"))
+    return make_store(run, nights=args.nights, hours=args.hours)

@@ -9,13 +9,11 @@ reading the store and writing the outputs; ``benchmarks/encoder.py`` measures th
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from _store import make_store, peak_mb
+from _store import add_store_arguments, peak_mb, store_from_args
 from sleepfm.checkpoint import save_checkpoint
 from sleepfm.models import count_parameters, create_encoder
 from sleepfm.train.embed import embed_run
@@ -23,17 +21,11 @@ from sleepfm.train.embed import embed_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nights", type=int, default=2)
-    parser.add_argument("--hours", type=float, default=8.0)
-    parser.add_argument("--batch-size", type=int, default=32)
+    add_store_arguments(parser)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--encoder", default="sleepfm_base")
-    parser.add_argument("--out", help="scratch run directory (default: temporary)")
     args = parser.parse_args()
 
-    run = Path(args.out or tempfile.mkdtemp(prefix="sleepfm-embed-"))
-    make_store(run, nights=args.nights, hours=args.hours)
+    run = store_from_args(args)
     torch.manual_seed(0)
     encoder = create_encoder(args.encoder)
     ckpt = save_checkpoint(encoder, run / "checkpoints" / "encoder")

@@ -10,15 +10,13 @@ runs the leave-one-out contrastive objective at batch 32 with AdamW. Prints trai
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from _store import make_store, peak_mb
+from _store import add_store_arguments, peak_mb, store_from_args
 from sleepfm.data import WindowDataModule
 from sleepfm.models import create_encoder
 from sleepfm.train.pretrain import PretrainModule
@@ -39,19 +37,14 @@ class _Clock(Callback):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nights", type=int, default=2)
+    add_store_arguments(parser)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--precision", default="32-true")
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--encoder", default="sleepfm_base")
-    parser.add_argument("--out", help="scratch run directory (default: temporary)")
     args = parser.parse_args()
 
-    run = Path(args.out or tempfile.mkdtemp(prefix="sleepfm-pretrain-"))
-    make_store(run, nights=args.nights)
+    run = store_from_args(args)
     encoder = create_encoder(args.encoder)
     module = PretrainModule(encoder.config.to_dict())
     data = WindowDataModule(run, batch_size=args.batch_size, num_workers=args.workers, val_fraction=0)
