@@ -11,18 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
-from sleepfm.io.store import RecordWriter, build_index, record_path
+from sleepfm.io.store import RecordWriter, build_index
+from sleepfm.rundir import RunDir
 
 MONTAGE = {"BAS": 10, "RESP": 7, "ECG": 2, "EMG": 4}
 
 
 def make_store(run_dir, *, nights: int, hours: float = 8.0, seed: int = 0) -> Path:
     """Write ``nights`` records of ``hours`` into ``RUN_DIR/hdf5`` (skipping ones that exist)."""
+    run = RunDir(run_dir)
     rng = np.random.default_rng(seed)
     n = int(hours * 3600 * 128)
     for k in range(nights):
         rid = f"BENCH{k:03d}"
-        path = record_path(run_dir, rid)
+        path = run.store_file(rid)
         if path.is_file():
             continue
         with RecordWriter(path, rid, sample_rate=128.0, n_samples=n) as w:
@@ -31,7 +33,7 @@ def make_store(run_dir, *, nights: int, hours: float = 8.0, seed: int = 0) -> Pa
                     x = np.cumsum(rng.standard_normal(n, dtype=np.float32)) * 0.01
                     x = rng.standard_normal(n, dtype=np.float32) + x - np.float32(x.mean())
                     w.add_channel(mod, f"{mod}{c}", x)
-    build_index(run_dir)
+    build_index(run.hdf5_dir)
     return Path(run_dir)
 
 

@@ -21,21 +21,18 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from sleepfm.artifacts import load_heads, save_heads  # noqa: E402
 from sleepfm.eval.metrics import cohen_kappa, macro_f1  # noqa: E402
 from sleepfm.models.heads import MLPHead  # noqa: E402
-from sleepfm.train.finetune import (  # noqa: E402
-    load_head,
-    load_task_data,
-    read_split,
-    save_head,
-)
+from sleepfm.rundir import RunDir  # noqa: E402
+from sleepfm.splits import read_split  # noqa: E402
+from sleepfm.stages.task_data import load_task_data  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -57,12 +54,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=500, help="latency calls")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    run = Path(args.run)
-    heads, info = load_head(run / "heads" / "staging")
+    run = RunDir(args.run)
+    heads, info = load_heads(run.head_dir("staging"))
     if info["mode"] == "finetune":
         p.error("the staging head was fine-tuned end to end; distillation needs a head on embeddings")
     teacher = heads["staging"]
-    split = read_split(run / "heads" / "staging" / "split.json")
+    split = read_split(run.split_file("staging"))
     n_classes = len(info["classes"])
     data = load_task_data(run, "staging", embedding=info["embedding"], scheme=info["scheme"],
                           record_ids=split["train"] + split["val"] + split["test"])
@@ -97,13 +94,13 @@ def main(argv=None) -> int:
         raw = _median_ms(lambda: net(x), args.repeats)
     rows["student (MLP)"]["latency_ms_per_epoch_network_only"] = raw
 
-    save_head(run / "heads" / "staging_student", {"staging": student}, {
+    save_heads(run.path / "heads" / "staging_student", {"staging": student}, {
         "task": "staging", "mode": "distilled", "scheme": info["scheme"], "classes": info["classes"],
         "embedding": info["embedding"], "encoder_checkpoint": info["encoder_checkpoint"],
-        "teacher": str(run / "heads" / "staging"), "training_curve": student.history_,
+        "teacher": str(run.head_dir("staging")), "training_curve": student.history_,
         "split": info["split"]})
 
-    print(f"Distillation on {run} ({len(split['test'])} test nights, "
+    print(f"Distillation on {run.path} ({len(split['test'])} test nights, "
           f"{sum(len(y) for y in y_test)} epochs; student fitted in {fit_s:.1f} s; "
           f"student agrees with teacher on {agree:.1%} of test epochs)\n")
     print("| model | macro-F1 | kappa | CPU latency per epoch (ms) |")
@@ -116,7 +113,7 @@ def main(argv=None) -> int:
               f"{r['latency_ms_per_epoch']:.3f}{extra} |")
     target = rows["student (MLP)"]["latency_ms_per_epoch"] < 10
     print(f"\nstudent latency target < 10 ms per epoch: {'met' if target else 'NOT met'}")
-    out = run / "reports" / "distill.json"
+    out = run.path / "reports" / "distill.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "agreement": agree, "fit_s": fit_s,
                                "test_records": split["test"], "args": vars(args)}, indent=2))

@@ -14,9 +14,9 @@ import time
 import torch
 
 from _store import add_store_arguments, peak_mb, store_from_args
-from sleepfm.checkpoint import save_checkpoint
+from sleepfm.artifacts import save_encoder
 from sleepfm.models import count_parameters, create_encoder
-from sleepfm.train.embed import embed_run
+from sleepfm.stages.embed import embed
 
 
 def main() -> None:
@@ -28,13 +28,13 @@ def main() -> None:
     run = store_from_args(args)
     torch.manual_seed(0)
     encoder = create_encoder(args.encoder)
-    ckpt = save_checkpoint(encoder, run / "checkpoints" / "encoder")
+    ckpt = save_encoder(encoder, run / "checkpoints" / "encoder")
     print(f"{args.encoder}: {count_parameters(encoder):,} parameters; {args.nights} nights of "
           f"{args.hours:g} h; device {args.device}; {torch.get_num_threads()} threads")
     base = peak_mb()
     t = time.perf_counter()
-    embed_run(run, checkpoint=ckpt, batch_size=args.batch_size, device=args.device,
-              num_workers=args.workers, overwrite=True)
+    embed(run, checkpoint=ckpt, batch_size=args.batch_size, device=args.device,
+          num_workers=args.workers, overwrite=True)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t

@@ -39,7 +39,7 @@ def _status_mb(field: str) -> float:
 
 def _measure(path: str, how: str, out_dir: str) -> dict:
     if how == "sleepfm":
-        from sleepfm.preprocess import preprocess_record
+        from sleepfm.stages.preprocess import preprocess_record
 
         base = _status_mb("VmRSS")
         t = time.perf_counter()

@@ -19,7 +19,8 @@ from lightning.pytorch.callbacks import Callback
 from _store import add_store_arguments, peak_mb, store_from_args
 from sleepfm.data import WindowDataModule
 from sleepfm.models import create_encoder
-from sleepfm.train.pretrain import PretrainModule
+from sleepfm.rundir import RunDir
+from sleepfm.train import PretrainModule
 
 
 class _Clock(Callback):
@@ -47,7 +48,8 @@ def main() -> None:
     run = store_from_args(args)
     encoder = create_encoder(args.encoder)
     module = PretrainModule(encoder.config.to_dict())
-    data = WindowDataModule(run, batch_size=args.batch_size, num_workers=args.workers, val_fraction=0)
+    data = WindowDataModule(RunDir(run).store(), batch_size=args.batch_size, num_workers=args.workers,
+                            val_fraction=0)
     clock = _Clock(args.warmup)
     trainer = L.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision,
                         max_steps=args.steps, logger=False, enable_checkpointing=False,

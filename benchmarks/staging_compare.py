@@ -38,18 +38,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from sleepfm import (FinetuneConfig, PretrainConfig, RunDir, create_encoder, embed,  # noqa: E402
+                     evaluate, finetune, load_task_data, preprocess_directory, pretrain,
+                     save_encoder, staging_report)
 from sleepfm.channels import DEFAULT_CHANNEL_MAP  # noqa: E402
-from sleepfm.checkpoint import save_checkpoint  # noqa: E402
-from sleepfm.eval.evaluate import evaluate_run  # noqa: E402
-from sleepfm.eval.metrics import staging_report  # noqa: E402
 from sleepfm.io.cohort import write_cohort  # noqa: E402
-from sleepfm.models import create_encoder  # noqa: E402
-from sleepfm.preprocess import preprocess_directory  # noqa: E402
-from sleepfm.runinfo import read_run_json  # noqa: E402
 from sleepfm.synthetic import SyntheticConfig, generate_cohort, write_night  # noqa: E402
-from sleepfm.train.embed import embed_run  # noqa: E402
-from sleepfm.train.finetune import FinetuneConfig, finetune_run, load_task_data  # noqa: E402
-from sleepfm.train.pretrain import PretrainConfig, pretrain  # noqa: E402
 
 logger = logging.getLogger("staging_compare")
 YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
@@ -124,8 +118,8 @@ def random_encoder_run(run: Path, encoder: str, seed: int) -> Path:
         shutil.copy(run / "cohort.csv", other / "cohort.csv")
     torch.manual_seed(seed)
     model = create_encoder(encoder)
-    save_checkpoint(model, other / "checkpoints" / "encoder",
-                    metadata={"note": "randomly initialised, never trained", "seed": seed})
+    save_encoder(model, RunDir(other).encoder_dir,
+                 metadata={"note": "randomly initialised, never trained", "seed": seed})
     return other
 
 
@@ -182,37 +176,36 @@ def main(argv=None) -> int:
     sleep_edf_cohort(data, run, ok_ids)
 
     step("pretrain")
-    encoder_dir = run / "checkpoints" / "encoder"
-    if not (encoder_dir / "config.json").is_file():
+    if not RunDir(run).encoder_dir.is_dir():
         pretrain(run, PretrainConfig(encoder=args.encoder, max_epochs=args.pretrain_epochs,
                                      batch_size=16, lr=3e-3, val_fraction=0.1, patience=0,
                                      warmup_fraction=0.1, seed=args.seed), progress=False)
     done("pretrain")
     step("embed")
-    embed_run(run, batch_size=16)
+    embed(run, batch_size=16)
     done("embed")
 
     head_cfg = FinetuneConfig(mode="lstm", epochs=args.head_epochs, seed=args.seed,
                               skip_unlabelled=True)
     step("finetune")
-    result = finetune_run(run, "staging", head_cfg)
+    result = finetune(run, "staging", head_cfg)
     done("finetune")
     step("evaluate")
-    ev = evaluate_run(run, "staging", n_boot=args.n_boot, seed=args.seed)
+    ev = evaluate(run, "staging", n_boot=args.n_boot, seed=args.seed)
     done("evaluate")
-    split_path = run / "heads" / "staging" / "split.json"
+    split_path = RunDir(run).split_file("staging")
 
     step("random encoder (embed + head + evaluate)")
     rand_run = random_encoder_run(run, args.encoder, args.seed)
-    embed_run(rand_run, batch_size=16)
-    finetune_run(rand_run, "staging", head_cfg, split=split_path)
-    ev_rand = evaluate_run(rand_run, "staging", n_boot=args.n_boot, seed=args.seed)
+    embed(rand_run, batch_size=16)
+    finetune(rand_run, "staging", head_cfg, split=split_path)
+    ev_rand = evaluate(rand_run, "staging", n_boot=args.n_boot, seed=args.seed)
     done("random encoder (embed + head + evaluate)")
 
     step("yasa")
     test = load_task_data(run, "staging", record_ids=result.split["test"], with_embeddings=False)
     sources = {r["record_id"]: Path(r["source"]) for r in
-               read_run_json(run)["stages"]["preprocess"]["records"]}
+               RunDir(run).stage_info("preprocess")["records"]}
     yasa_pred, yasa_err = [], {}
     keep = []
     for i, rid in enumerate(test.record_ids):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sleepfm.eval.metrics import accuracy, cohen_kappa, confusion_matrix, per_class_f1
-from sleepfm.io.labels import STAGE_NAMES
+from sleepfm.vocab import STAGE_NAMES
 from sleepfm.synthetic import SyntheticConfig, generate_cohort
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .exceptions import InvalidParameterError
 from .utils import check_option
 
 MODALITIES: tuple[str, ...] = ("BAS", "ECG", "EMG", "RESP")
@@ -143,12 +144,33 @@ class ChannelMap:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ChannelMap":
-        """Built-in table extended by a YAML file with ``aliases: {name: kind}`` and ``ignore: [names]``."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        unknown = set(data) - {"aliases", "ignore"}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected 'aliases' and/or 'ignore'.")
-        return cls(data.get("aliases") or {}, ignore=data.get("ignore") or ())
+        """Built-in table extended by a YAML file with ``aliases: {name: kind}`` and ``ignore: [names]``.
+
+        Raises
+        ------
+        InvalidParameterError
+            The file is missing, is not valid YAML, or holds other keys or values.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InvalidParameterError(f"{path}: channel map not found; pass a YAML file with "
+                                        "'aliases: {name: kind}' and/or 'ignore: [names]'.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise InvalidParameterError(f"{path}: not valid YAML; fix the channel map.") from None
+        if not isinstance(data, dict) or set(data) - {"aliases", "ignore"}:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise InvalidParameterError(f"{path}: unknown keys {keys}; expected 'aliases' and/or "
+                                        "'ignore'.")
+        aliases, ignore = data.get("aliases") or {}, data.get("ignore") or ()
+        if not isinstance(aliases, dict) or not isinstance(ignore, (list, tuple)):
+            raise InvalidParameterError(f"{path}: 'aliases' must map names to kinds and 'ignore' "
+                                        "must list names.")
+        try:
+            return cls(aliases, ignore=ignore)
+        except InvalidParameterError as err:
+            raise InvalidParameterError(f"{path}: {err}") from None
 
     def kind(self, name: str) -> str | None:
         """Signal kind of a channel (``eeg``, ``eog``, ``emg``, ``ecg``, ``resp``, ``spo2``, ``hr``,

@@ -1,263 +1,164 @@
-"""Save and load encoders: weights in safetensors, everything else in JSON. Nothing is pickled.
+"""One artefact format for everything saved with weights: encoders, heads, fine-tuned networks.
 
-A checkpoint is a directory::
+An artefact is a directory::
 
-    model.safetensors   tensors of ``model.state_dict()`` (CPU, contiguous)
-    config.json         format, architecture, config, modalities, parameter count, sleepfm and
-                        torch versions, creation time (UTC), SHA-256 of the weights, user metadata
+    model.safetensors   the tensors (CPU, contiguous); nothing is pickled
+    config.json         format, format version, kind ("encoder" or "head"), sleepfm and torch
+                        versions, creation time (UTC), SHA-256 of the weights, and what the kind
+                        needs to rebuild the model
+    ...                 files a kind adds (a head's ``split.json``, a fine-tuned encoder in
+                        ``encoder/``, itself an artefact)
 
-It is written into a temporary directory beside the target and renamed into place, so a crash
-never leaves a half-written checkpoint under the target name.
+The whole directory is written beside the target and swapped into place, so a crash never leaves a
+half-written artefact under the target name. Loading checks the format, its version, the kind and
+the checksum before any tensor is read; every failure is a :class:`~sleepfm.exceptions.StoreError`
+naming the file and the remedy. This module knows no model: :mod:`sleepfm.artifacts` maps models
+onto it. PyTorch is imported only to read or write tensors, so a run directory's records and ids
+(:class:`sleepfm.RunDir`) are read without it.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import json
 import logging
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
+from ._version import __version__
 from .exceptions import StoreError
-from .models.sleepfm import SleepFMConfig, SleepFMEncoder, count_parameters
-from .utils import sha256_file
+from .utils import atomic_directory, sha256_file, to_jsonable
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "sleepfm-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-
-_ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
-    "SleepFMEncoder": (SleepFMEncoder, SleepFMConfig),
-}
+KINDS: tuple[str, ...] = ("encoder", "head")
 
 
-def _package_version() -> str:
+def _is_artifact(directory: Path) -> bool:
+    """True when ``directory`` holds an artefact of this format (so a save may replace it)."""
     try:
-        return importlib.metadata.version("sleepfm")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+        return json.loads((directory / CONFIG_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
-def save_checkpoint(
-    model: nn.Module, directory: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None
-) -> Path:
-    """Save an encoder's weights and config to ``directory``.
-
-    Parameters
-    ----------
-    model : SleepFMEncoder
-        The encoder (a ``torch.compile`` wrapper around one is unwrapped).
-    directory : path-like
-        Target directory; created, or replaced if it already holds a checkpoint (only
-        ``config.json`` and ``model.safetensors``).
-    metadata : dict, optional
-        JSON-serialisable free-form information stored under ``"metadata"``, e.g.
-        ``{"training_data": {"records": 1200, "cohorts": ["SHHS"]}, "objective": "loo_contrastive"}``.
-
-    Returns
-    -------
-    Path
-        The checkpoint directory.
+def write_artifact(directory: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                   record: Mapping[str, Any], *, kind: str) -> None:
+    """Write an artefact's two files into ``directory`` (created; use inside an atomic write).
 
     Raises
     ------
     TypeError
-        ``model`` is not a supported encoder or ``metadata`` is not JSON-serialisable.
-    StoreError
-        ``directory`` is a file or a directory holding other files.
+        ``record`` holds values that are not JSON-serialisable.
     """
-    model = getattr(model, "_orig_mod", model)
-    arch = type(model).__name__
-    if arch not in _ARCHITECTURES or not isinstance(model, _ARCHITECTURES[arch][0]):
-        raise TypeError(
-            f"save_checkpoint supports {', '.join(_ARCHITECTURES)}, got {type(model).__name__}."
-        )
-    directory = Path(directory)
-    _check_target(directory)
-    record = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": arch,
-        "config": model.config.to_dict(),
-        "modalities": list(model.config.modalities),
-        "num_parameters": count_parameters(model),
-        "sleepfm_version": _package_version(),
-        "torch_version": torch.__version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "metadata": dict(metadata or {}),
-    }
+    import torch  # heavy: loaded when tensors are written, not to read a record
+    from safetensors.torch import save_file
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+    body = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind,
+            "sleepfm_version": __version__, "torch_version": torch.__version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **to_jsonable(dict(record))}
     try:
-        json.dumps(record["metadata"])
+        json.dumps(body)  # before anything is written
     except (TypeError, ValueError) as err:
         raise TypeError(
-            f"metadata must be JSON-serialisable (str, numbers, lists, dicts): {err}. "
-            "Convert arrays with .tolist() and paths with str()."
+            f"the {kind}'s metadata must be JSON-serialisable (str, numbers, lists, dicts): "
+            f"{err}. Convert other objects to one of those first."
         ) from None
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    body["weights_sha256"] = sha256_file(directory / WEIGHTS_NAME)
+    (directory / CONFIG_NAME).write_text(json.dumps(body, indent=2) + "\n")
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
-    try:
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        record["weights_sha256"] = sha256_file(tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-        _move_into_place(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Saved %s (%d parameters) to %s", arch, record["num_parameters"], directory)
+
+def save_artifact(directory: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
+                  record: Mapping[str, Any], *, kind: str,
+                  extra: Callable[[Path], None] | None = None) -> Path:
+    """Save an artefact atomically; ``extra(tmp_dir)`` may add files before it is swapped in.
+
+    An existing artefact at ``directory`` is replaced; a directory holding anything else is
+    refused (:class:`StoreError`).
+    """
+    directory = Path(directory)
+    with atomic_directory(directory, may_replace=_is_artifact) as tmp:
+        write_artifact(tmp, tensors, record, kind=kind)
+        if extra is not None:
+            extra(tmp)
     return directory
 
 
-def _check_target(directory: Path) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise StoreError(f"{directory} is a file; pass a directory path for the checkpoint.")
-    if directory.is_dir():
-        other = sorted(p.name for p in directory.iterdir() if p.name not in (CONFIG_NAME, WEIGHTS_NAME))
-        if other:
-            raise StoreError(
-                f"{directory} holds files that are not part of a checkpoint ({', '.join(other[:5])}); "
-                "refusing to replace it. Save to a new or empty directory."
-            )
-
-
-def _move_into_place(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` onto ``directory``; an existing checkpoint there is swapped out, then removed."""
-    if not directory.exists():
-        os.replace(tmp, directory)
-        return
-    old = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(directory, old)
+def read_record(directory: str | os.PathLike, *, kind: str) -> dict[str, Any]:
+    """The checked ``config.json`` of an artefact of ``kind`` (no tensor is read)."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise StoreError(f"No checkpoint directory at {directory}; pass the directory written by "
+                         f"sleepfm (e.g. RUN_DIR/checkpoints/encoder), not a file inside it.")
+    if not config_path.is_file():
+        raise StoreError(f"{directory} has no {CONFIG_NAME}, so it is not a sleepfm {kind} (or its "
+                         "save was interrupted); save it again.")
     try:
-        os.replace(tmp, directory)
-    except OSError:
-        os.replace(old, directory)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        record = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{config_path} is not valid JSON ({err}); the {kind} is corrupt, save it "
+                         "again.") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise StoreError(f"{config_path} is not a sleepfm checkpoint config (it lacks "
+                         f"\"format\": \"{FORMAT}\"); pass a directory saved by sleepfm.")
+    version = record.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise StoreError(f"{config_path} has format version {version!r}; this sleepfm reads "
+                         f"versions up to {FORMAT_VERSION}. Upgrade sleepfm, or save it again.")
+    if record.get("kind") != kind:
+        raise StoreError(f"{directory} holds an artefact of kind {record.get('kind')!r} where "
+                         f"one of kind {kind!r} was expected; pass the directory of the {kind}.")
+    return record
 
 
-def load_checkpoint(
-    directory: str | os.PathLike, *, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load an encoder saved by :func:`save_checkpoint`, in eval mode.
-
-    Parameters
-    ----------
-    directory : path-like
-        Checkpoint directory.
-    device : str or torch.device, default="cpu"
-        Where to put the model.
-
-    Returns
-    -------
-    model : SleepFMEncoder
-        The rebuilt encoder, in eval mode.
-    record : dict
-        The contents of ``config.json``: ``config``, ``modalities``, ``num_parameters``,
-        ``sleepfm_version``, ``torch_version``, ``created``, ``metadata`` (the user's dict), ...
+def read_artifact(directory: str | os.PathLike, *,
+                  kind: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (on the CPU) and record of an artefact, after checking format, kind and checksum.
 
     Raises
     ------
     StoreError
-        Missing or corrupt files, an unknown format or architecture, or weights that do not match
-        the config. The message names the file and what to do.
+        A missing directory or file, invalid JSON, an unknown format or version, another kind,
+        weights that fail their checksum or are not a safetensors file.
     """
+    from safetensors import SafetensorError  # heavy: loaded when tensors are read
+    from safetensors.torch import load_file
+
     directory = Path(directory)
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    if not directory.is_dir():
-        raise StoreError(
-            f"No checkpoint directory at {directory}; pass the directory written by save_checkpoint."
-        )
-    if not config_path.is_file():
-        raise StoreError(
-            f"{directory} has no {CONFIG_NAME}, so it is not a sleepfm checkpoint "
-            "(or its save was interrupted); save it again."
-        )
-    try:
-        record = json.loads(config_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(
-            f"{config_path} is not valid JSON ({err}); the checkpoint is corrupt, save it again."
-        ) from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise StoreError(
-            f"{config_path} is not a sleepfm checkpoint config (it lacks \"format\": \"{FORMAT}\")."
-        )
-    version = record.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise StoreError(
-            f"{config_path} has format version {version!r}; this sleepfm reads versions up to "
-            f"{FORMAT_VERSION}. Upgrade sleepfm, or re-save the checkpoint."
-        )
-    arch = record.get("architecture")
-    if arch not in _ARCHITECTURES:
-        raise StoreError(
-            f"{config_path} names architecture {arch!r}; "
-            f"known architectures: {', '.join(_ARCHITECTURES)}."
-        )
-    model_cls, config_cls = _ARCHITECTURES[arch]
-    try:
-        config = config_cls.from_dict(record["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise StoreError(f"{config_path} holds an invalid config: {err}") from None
-
+    record = read_record(directory, kind=kind)
+    weights_path = directory / WEIGHTS_NAME
     if not weights_path.is_file():
-        raise StoreError(
-            f"{directory} has no {WEIGHTS_NAME}; the checkpoint is incomplete, save it again."
-        )
-    expected_sha = record.get("weights_sha256")
-    if expected_sha is not None and sha256_file(weights_path) != expected_sha:
-        raise StoreError(
-            f"{weights_path} does not match the checksum in {CONFIG_NAME} (truncated, corrupted or "
-            "replaced); copy the checkpoint again or re-save it."
-        )
+        raise StoreError(f"{directory} has no {WEIGHTS_NAME}; the {kind} is incomplete, save it "
+                         "again.")
+    expected = record.get("weights_sha256")
+    if expected is not None and sha256_file(weights_path) != expected:
+        raise StoreError(f"{weights_path} does not match the checksum in {CONFIG_NAME} (truncated, "
+                         "corrupted or replaced); copy the artefact again or re-save it.")
     try:
-        state = load_file(str(weights_path), device="cpu")
+        tensors = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise StoreError(
-            f"{weights_path} is not a readable safetensors file ({err}); save it again."
-        ) from None
-
-    model = model_cls(config)
-    _check_state(model, state, weights_path)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    logger.info("Loaded %s from %s (created %s)", arch, directory, record.get("created", "?"))
-    return model, record
+        raise StoreError(f"{weights_path} is not a readable safetensors file ({err}); save it "
+                         "again.") from None
+    logger.info("read %s from %s (created %s)", kind, directory, record.get("created", "?"))
+    return tensors, record
 
 
-def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)}, config {tuple(v.shape)}"
-        for k, v in expected.items() if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
-        raise StoreError(
-            f"The weights in {path} do not match the config in {CONFIG_NAME}: tensors "
-            + ", ".join(parts)
-            + ". Save the model again, or fix the config to the one it was trained with."
-        )
+def artifact_id(record: Mapping[str, Any]) -> str:
+    """Short id of an artefact: the first 16 hex digits of its weights' SHA-256."""
+    return str(record.get("weights_sha256", ""))[:16]

@@ -1,5 +1,10 @@
 """Torch datasets and the Lightning DataModule over the HDF5 store.
 
+- :class:`WindowDataset` / :class:`WindowDataModule`: whole context windows for pre-training;
+- :class:`CoverWindows` with :func:`plan_windows`: windows covering whole records, the last one
+  end-aligned, for embedding and inference;
+- :class:`LabelledWindows`: whole windows with their epoch labels, for end-to-end fine-tuning.
+
 A sample is one window (5 minutes by default) of one record: for each modality a float32 array
 ``[channels, samples]``. :func:`collate_windows` pads channels to the largest count in the batch and
 returns masks, so records of different montages share a batch:
@@ -11,7 +16,7 @@ A modality that a record lacks has an all-False mask row; the encoder marks it a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -20,9 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .channels import MODALITIES
 from .exceptions import StoreError
-from .io.cohort import subject_map
 from .io.store import RecordReader, Store
-from .splits import subject_split
+from .splits import train_val_split
+from .vocab import EPOCH_S
 
 logger = logging.getLogger(__name__)
 
@@ -114,36 +119,29 @@ def collate_windows(samples: list[dict], modalities=MODALITIES) -> dict:
             "start_s": torch.tensor([s["start_s"] for s in samples], dtype=torch.float64)}
 
 
-def split_records(record_ids: list[str], *, val_fraction: float = 0.1, seed: int = 0,
-                  groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """Split records into train/validation by subject (``groups`` maps record → subject; default:
-    each record is its own subject). With fewer than 2 subjects everything is training data."""
-    groups = groups or {r: r for r in record_ids}
-    subjects = [groups[r] for r in record_ids]
-    if len(set(subjects)) < 2 or val_fraction <= 0:
-        return list(record_ids), []
-    split = subject_split(subjects, test_size=0.0, val_size=val_fraction, seed=seed)
-    return [record_ids[i] for i in split["train"]], [record_ids[i] for i in split["val"]]
-
-
 class WindowDataModule(L.LightningDataModule):
-    """Training/validation windows of a run directory's store, split by record (or subject).
+    """Training/validation windows of a store, split by subject.
 
     Parameters
     ----------
-    run_dir : path-like
+    store : Store
+        The preprocessed records.
+    subjects : dict, optional
+        ``{record_id: subject_id}`` (default: each record is its own subject).
     window_s, batch_size, num_workers, val_fraction, channel_dropout, max_channels, seed
-        See :class:`WindowDataset` and :func:`split_records`.
+        See :class:`WindowDataset` and :func:`sleepfm.splits.train_val_split`.
     record_ids : list of str, optional
         Restrict to these records (default: all in the store).
     """
 
-    def __init__(self, run_dir, *, window_s: float = 300.0, batch_size: int = 32, num_workers: int = 0,
+    def __init__(self, store: Store, *, subjects: dict[str, str] | None = None,
+                 window_s: float = 300.0, batch_size: int = 32, num_workers: int = 0,
                  val_fraction: float = 0.1, channel_dropout: float = 0.0,
                  max_channels: int | None = None, seed: int = 0, record_ids: list[str] | None = None,
                  modalities=MODALITIES):
         super().__init__()
-        self.run_dir = Path(run_dir)
+        self.store = store
+        self.subjects = subjects
         self.window_s = window_s
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -155,21 +153,21 @@ class WindowDataModule(L.LightningDataModule):
         self.modalities = tuple(modalities)
 
     def setup(self, stage: str | None = None) -> None:
-        store = Store(self.run_dir)
-        ids = self.record_ids or store.record_ids
+        ids = self.record_ids or self.store.record_ids
         if not ids:
-            raise StoreError(f"{self.run_dir}: the store holds no records; run `sleepfm preprocess`.")
-        train_ids, val_ids = split_records(ids, val_fraction=self.val_fraction, seed=self.seed,
-                                           groups=subject_map(self.run_dir, ids))
+            raise StoreError(f"{self.store.root}: the store holds no records; run "
+                             "`sleepfm preprocess`.")
+        train_ids, val_ids = train_val_split(ids, val_fraction=self.val_fraction, seed=self.seed,
+                                             groups=self.subjects)
         self.train_ids, self.val_ids = train_ids, val_ids
         common = dict(window_s=self.window_s, modalities=self.modalities, max_channels=self.max_channels,
                       seed=self.seed)
-        self.train_set = WindowDataset([store.open(r) for r in train_ids],
+        self.train_set = WindowDataset([self.store.open(r) for r in train_ids],
                                        channel_dropout=self.channel_dropout, **common)
-        self.val_set = WindowDataset([store.open(r) for r in val_ids], **common)
+        self.val_set = WindowDataset([self.store.open(r) for r in val_ids], **common)
         if len(self.train_set) == 0:
-            raise StoreError(f"{self.run_dir}: no record is at least {self.window_s:g} s long, so there "
-                             "is no training window; use a shorter window_s.")
+            raise StoreError(f"{self.store.root}: no record is at least {self.window_s:g} s long, "
+                             "so there is no training window; use a shorter window_s.")
 
     def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
         # Training drops a last batch too small to hold negatives for a contrastive loss;
@@ -184,3 +182,124 @@ class WindowDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []
+
+
+# --------------------------------------------------------------------------------------------
+# windows covering whole records (embedding, inference)
+# --------------------------------------------------------------------------------------------
+def plan_windows(duration_s: float, window_s: float, token_s: float) -> list[tuple[float, int]]:
+    """Window starts covering ``duration_s`` (whole tokens), the last one end-aligned.
+
+    Returns ``[(start_s, first new token), ...]``. A record shorter than one window is one
+    window of its own (whole-token) length.
+    """
+    n_tokens = int(duration_s // token_s)
+    per = int(round(window_s / token_s))
+    if n_tokens == 0:
+        return []
+    if n_tokens <= per:
+        return [(0.0, 0)]
+    starts = [(k * per * token_s, 0) for k in range(n_tokens // per)]
+    covered = (n_tokens // per) * per
+    if covered < n_tokens:
+        starts.append(((n_tokens - per) * token_s, covered - (n_tokens - per)))
+    return starts
+
+
+@dataclass(frozen=True)
+class CoverWindow:
+    """One window of :class:`CoverWindows`: which record, where it starts, its first new token."""
+
+    record: int
+    start_s: float
+    keep_from: int
+
+
+class CoverWindows(Dataset):
+    """Windows that cover every record of ``readers`` (see :func:`plan_windows`).
+
+    Records shorter than a window are one window of their whole-token length. Windows are
+    ordered so that :meth:`batches` groups windows of equal length; an item is a sample of
+    :func:`collate_windows` plus its ``index``.
+    """
+
+    def __init__(self, readers: list[RecordReader], *, window_s: float, token_s: float,
+                 modalities=MODALITIES):
+        self.readers = list(readers)
+        self.modalities = tuple(modalities)
+        self.lengths, windows = [], []
+        for k, r in enumerate(self.readers):
+            n_tokens = int(r.duration_s // token_s)
+            self.lengths.append(min(window_s, n_tokens * token_s))
+            windows += [CoverWindow(k, s, keep) for s, keep in plan_windows(r.duration_s, window_s,
+                                                                           token_s)]
+        self.windows = sorted(windows, key=lambda w: self.lengths[w.record] != window_s)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> dict:
+        w = self.windows[i]
+        r = self.readers[w.record]
+        x = r.read(w.start_s, w.start_s + self.lengths[w.record],
+                   modalities=[m for m in self.modalities if m in r.channels])
+        return {"x": x, "record_id": r.record_id, "start_s": w.start_s, "index": i}
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Batches of at most ``batch_size`` consecutive windows of one length."""
+        out, current, current_len = [], [], None
+        for i, w in enumerate(self.windows):
+            n = self.lengths[w.record]
+            if current and (len(current) == batch_size or n != current_len):
+                out.append(current)
+                current = []
+            current.append(i)
+            current_len = n
+        if current:
+            out.append(current)
+        return out
+
+    @staticmethod
+    def collate(samples: list[dict]) -> dict:
+        """:func:`collate_windows` keeping each window's ``index``."""
+        batch = collate_windows(samples)
+        batch["index"] = [s["index"] for s in samples]
+        return batch
+
+
+# --------------------------------------------------------------------------------------------
+# labelled windows (end-to-end fine-tuning)
+# --------------------------------------------------------------------------------------------
+class LabelledWindows(Dataset):
+    """Whole windows of records with their epoch labels (windows without a scored epoch are
+    left out); items carry ``y`` ``[epochs per window]``."""
+
+    def __init__(self, readers: list[RecordReader], labels: list[np.ndarray], window_s: float,
+                 modalities=MODALITIES):
+        self.readers, self.labels, self.window_s = readers, labels, window_s
+        self.modalities = tuple(modalities)
+        self.per = int(round(window_s / EPOCH_S))
+        self.index = []
+        for i, (r, y) in enumerate(zip(readers, labels)):
+            for k in range(int(r.duration_s // window_s)):
+                if np.any(y[k * self.per:(k + 1) * self.per] >= 0):
+                    self.index.append((i, k))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        ri, k = self.index[i]
+        r = self.readers[ri]
+        x = r.read(k * self.window_s, (k + 1) * self.window_s,
+                   modalities=[m for m in self.modalities if m in r.channels])
+        y = self.labels[ri][k * self.per:(k + 1) * self.per]
+        return {"x": x, "record_id": r.record_id, "start_s": k * self.window_s,
+                "y": torch.as_tensor(np.asarray(y, dtype=np.int64))}
+
+    @staticmethod
+    def collate(samples: list[dict]) -> dict:
+        """:func:`collate_windows` plus the stacked labels ``y`` ``[B, epochs per window]``."""
+        batch = collate_windows(samples)
+        batch["y"] = torch.stack([s["y"] for s in samples])
+        return batch

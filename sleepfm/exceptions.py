@@ -1,8 +1,16 @@
-"""Exceptions and warnings raised by sleepfm."""
+"""Exceptions and warnings raised by sleepfm.
+
+Every error a user can cause is a :class:`SleepFMError`; the command line prints its message as one
+line and exits non-zero, so messages name the file, record or option and say what to do.
+"""
 
 
 class SleepFMError(Exception):
     """Base class of every error sleepfm raises on purpose."""
+
+
+class InvalidParameterError(SleepFMError, ValueError):
+    """An option, setting or name that is not allowed (the message lists what is)."""
 
 
 class EDFError(SleepFMError, ValueError):
@@ -22,7 +30,7 @@ class LabelError(SleepFMError, ValueError):
 
 
 class StoreError(SleepFMError, OSError):
-    """An HDF5 store or run directory that is missing or inconsistent."""
+    """A run directory, store or saved artefact that is missing, out of order or inconsistent."""
 
 
 class NotFittedError(SleepFMError, AttributeError):

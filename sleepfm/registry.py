@@ -4,7 +4,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any, Callable, Iterator, TypeVar
 
-from .exceptions import SleepFMError
+from .exceptions import InvalidParameterError, SleepFMError
 
 T = TypeVar("T", bound=Callable)
 
@@ -48,8 +48,8 @@ class Registry:
 
     def __getitem__(self, name: str) -> Callable:
         if name not in self._items:
-            raise ValueError(f"Unknown {self.kind} {name!r}. Known {self.kind}s: "
-                             f"{', '.join(self.names())}.")
+            raise InvalidParameterError(f"Unknown {self.kind} {name!r}. Known {self.kind}s: "
+                                        f"{', '.join(self.names())}.")
         return self._items[name]
 
     def __contains__(self, name: object) -> bool:

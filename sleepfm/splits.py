@@ -1,4 +1,4 @@
-"""Subject-level data splits: train/val/test, label fractions and few-shot subsets.
+"""Subject-level data splits: train/val/test, label fractions, few-shot subsets, split files.
 
 Splits are made over *subjects*, never over records or epochs, so that no subject's nights
 appear on both sides of a split. All functions are deterministic given ``seed`` and the set of
@@ -7,13 +7,16 @@ per-record ``subject_ids`` array and are sorted.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 
-from .exceptions import DataWarning, LabelError
+from .exceptions import DataWarning, LabelError, StoreError
+from .utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +255,77 @@ def few_shot_epochs(y, k: int, *, seed: int = 0) -> list[np.ndarray]:
     masked = np.where(keep, flat, -1)
     bounds = np.cumsum([n.size for n in nights])[:-1]
     return list(np.split(masked, bounds))
+
+
+def train_val_split(record_ids: list[str], *, val_fraction: float = 0.1, seed: int = 0,
+                    groups: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Split records into train/validation by subject (``groups`` maps record → subject; default:
+    each record is its own subject). With fewer than 2 subjects everything is training data."""
+    groups = groups or {r: r for r in record_ids}
+    subjects = [groups[r] for r in record_ids]
+    if len(set(subjects)) < 2 or val_fraction <= 0:
+        return list(record_ids), []
+    split = subject_split(subjects, test_size=0.0, val_size=val_fraction, seed=seed)
+    return [record_ids[i] for i in split["train"]], [record_ids[i] for i in split["val"]]
+
+
+# --------------------------------------------------------------------------------------------
+# split files: RUN_DIR/heads/<task>/split.json
+# --------------------------------------------------------------------------------------------
+PARTS: tuple[str, ...] = ("train", "val", "test")
+
+
+def make_split(record_ids, subjects, *, test_size: float = 0.2, val_size: float = 0.1,
+               seed: int = 0) -> dict:
+    """A subject-level train/val/test split as a JSON-able dict of record ids.
+
+    Returns ``{"seed", "test_size", "val_size", "train", "val", "test", "subjects"}`` where
+    ``subjects`` maps every record to its subject. With fewer than three subjects there is no
+    validation set; with fewer than two, an error.
+    """
+    n_subjects = len(set(subjects))
+    if n_subjects < 2:
+        raise LabelError(f"only {n_subjects} subject(s) with labels; a held-out test set needs at "
+                         "least two subjects.")
+    if n_subjects < 3 and val_size > 0:
+        logger.warning("only %d subjects: no validation set", n_subjects)
+        val_size = 0.0
+    idx = subject_split(list(subjects), test_size=test_size, val_size=val_size, seed=seed)
+    split = {part: [record_ids[i] for i in idx[part]] for part in PARTS}
+    return {"seed": seed, "test_size": test_size, "val_size": val_size, **split,
+            "subjects": {r: s for r, s in zip(record_ids, subjects)}}
+
+
+def check_split(split: dict) -> None:
+    """Raise :class:`LabelError` if a subject's nights are on more than one side of the split."""
+    subj = split["subjects"]
+    sides = {part: {subj[r] for r in split[part]} for part in PARTS}
+    for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+        both = sides[a] & sides[b]
+        if both:
+            raise LabelError(f"subjects {sorted(both)[:5]} are in both {a} and {b}; the split "
+                             "must be by subject.")
+
+
+def read_split(path) -> dict:
+    """A split written by :func:`write_split`, or any JSON with ``train``, ``val`` and ``test``
+    lists of record ids (checked to be by subject when it maps records to ``subjects``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no split; run `sleepfm finetune` for this task first.")
+    try:
+        split = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise StoreError(f"{path}: not valid JSON; run `sleepfm finetune` again to rewrite it.") \
+            from None
+    missing = [part for part in PARTS if part not in split]
+    if missing:
+        raise StoreError(f"{path}: not a split file (no {missing[0]!r} list).")
+    if "subjects" in split:
+        check_split(split)
+    return split
+
+
+def write_split(path, split: dict) -> None:
+    """Write a split as JSON, atomically."""
+    write_json_atomic(path, split)

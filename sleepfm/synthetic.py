@@ -55,13 +55,15 @@ from scipy import fft
 from scipy import signal as sps
 from scipy import special
 
+from .channels import normalize_name
 from .exceptions import DataWarning, SignalError
-from .utils import check_option, check_type, write_text_atomic
+from .io.edf_write import write_edf
+from .io.labels import Hypnogram, write_events_csv
+from .utils import check_option, check_type
+from .vocab import EPOCH_S, SEVERITY_NAMES, SEVERITY_THRESHOLDS, ahi, sleep_hours
 
 logger = logging.getLogger(__name__)
 
-STAGE_NAMES: tuple[str, ...] = ("W", "N1", "N2", "N3", "REM")
-EVENT_TYPES: tuple[str, ...] = ("apnea", "hypopnea", "arousal", "desaturation")
 KINDS: tuple[str, ...] = ("eeg", "eog", "emg", "ecg", "resp", "spo2")
 DEFAULT_SAMPLE_RATES: dict[str, float] = {
     "eeg": 256.0, "eog": 256.0, "emg": 256.0, "ecg": 256.0, "resp": 32.0, "spo2": 1.0,
@@ -69,10 +71,9 @@ DEFAULT_SAMPLE_RATES: dict[str, float] = {
 UNITS: dict[str, str] = {
     "eeg": "uV", "eog": "uV", "emg": "uV", "ecg": "uV", "resp": "a.u.", "spo2": "%",
 }
-SEVERITY_RANGES: dict[str, tuple[float, float]] = {
-    "none": (0.0, 5.0), "mild": (5.0, 15.0), "moderate": (15.0, 30.0), "severe": (30.0, 60.0),
-}
-EPOCH_S = 30.0
+#: AHI range drawn from for each severity grade (the most severe grade capped at 60 events/h).
+SEVERITY_RANGES: dict[str, tuple[float, float]] = dict(zip(
+    SEVERITY_NAMES, zip((0.0, *SEVERITY_THRESHOLDS), (*SEVERITY_THRESHOLDS, 60.0))))
 
 _W, _N1, _N2, _N3, _REM = range(5)
 _MIN_RATES = {"eeg": 50.0, "eog": 50.0, "emg": 50.0, "ecg": 50.0, "resp": 1.0, "spo2": 0.1}
@@ -385,8 +386,6 @@ def write_night(night: SyntheticNight, directory: str | Path, *, fmt: str = "edf
     dict
         ``{"edf": Path, "stages": Path, "events": Path}``.
     """
-    from .io.edf import write_edf
-
     check_option("fmt", fmt, ("edf", "bdf"))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -404,12 +403,8 @@ def write_night(night: SyntheticNight, directory: str | Path, *, fmt: str = "edf
     write_edf(paths["edf"], [night.signals[c] for c in names], rates, names,
               units=[night.units[c] for c in names], record_duration=record, fmt=fmt,
               patient_id=f"{sid} {night.subject.get('sex', 'X')} 01-JAN-1970 Synthetic_Subject")
-    start = np.arange(len(night.stages)) * EPOCH_S
-    stages = pd.DataFrame({"Start": start, "Stop": start + EPOCH_S,
-                           "StageName": [STAGE_NAMES[s] for s in night.stages],
-                           "StageNumber": night.stages.astype(int)})
-    write_text_atomic(paths["stages"], stages.to_csv(index=False))
-    write_text_atomic(paths["events"], night.events[["onset", "duration", "type"]].to_csv(index=False))
+    Hypnogram(night.stages).to_csv(paths["stages"])
+    write_events_csv(paths["events"], night.events)
     logger.info("wrote %s (%d channels) and its labels to %s", paths["edf"].name, len(names), directory)
     return paths
 
@@ -625,11 +620,9 @@ def _generate(cfg: SyntheticConfig, subject: dict, key: tuple[int, ...],
         signals.update(_KIND_GENERATORS[kind](night, names, fs, n))
     artefacts = _add_artefacts(night, signals, kinds, rates)
     signals = {name: np.ascontiguousarray(signals[name], dtype=np.float64) for name, _ in montage}
-    sleep = stages != _W
-    tst_h = float(sleep.sum() * EPOCH_S / 3600.0)
+    tst_h = sleep_hours(stages)
     subject["tst_h"] = round(tst_h, 3)
-    n_resp = len(night.resp_events)
-    subject["ahi_generated"] = round(n_resp / tst_h, 2) if tst_h > 0 else 0.0
+    subject["ahi_generated"] = round(ahi(len(night.resp_events), tst_h), 2) if tst_h > 0 else 0.0
     out = SyntheticNight(
         record_id=record_id,
         signals=signals,
@@ -757,7 +750,7 @@ def _plan(cfg: SyntheticConfig, subject: dict, key: tuple[int, ...], stages: np.
 def _respiratory_events(stages: np.ndarray, subject: dict, rng: np.random.Generator) -> list[_RespEvent]:
     """Place ``round(AHI x hours of sleep)`` apneas and hypopneas inside sleep, separated by
     recovery breathing, more often in REM and less in N3."""
-    tst_h = float((stages != _W).sum() * EPOCH_S / 3600.0)
+    tst_h = sleep_hours(stages)
     n_target = int(round(subject["ahi"] * tst_h))
     if n_target == 0:
         return []
@@ -852,7 +845,7 @@ _ELECTRODE = re.compile(r"(fp|af|fc|ft|f|cp|c|tp|t|po|p|o|a|m)(\d{1,2}|z)")
 
 def _eeg_lead(name: str) -> _Lead:
     """Lead model from a derivation name such as ``C4-M1``, ``EEG Fpz-Cz`` or ``O1``."""
-    norm = re.sub(r"[^a-z0-9]+", "", name.lower())
+    norm = normalize_name(name)
     norm = norm[3:] if norm.startswith("eeg") else norm
     found = _ELECTRODE.findall(norm)
     first = found[0] if found else ("c", "z")
@@ -1096,7 +1089,7 @@ def _gen_eeg(night: _Night, names: list[str], fs: float, n: int) -> dict[str, np
 # ---------------------------------------------------------------------------------------------
 def _eog_spec(name: str) -> tuple[float, float, _Lead]:
     """(horizontal weight, vertical weight, EEG leak lead) of an EOG derivation."""
-    norm = re.sub(r"[^a-z0-9]+", "", name.lower())
+    norm = normalize_name(name)
     if "horiz" in norm:
         leak = _Lead(key=name, side="M", region="F", gain=0.3, **_REGION_WEIGHTS["F"])
         return 2.0, 0.15, leak
@@ -1186,7 +1179,7 @@ def _gen_emg(night: _Night, names: list[str], fs: float, n: int) -> dict[str, np
     out = {}
     ecg = None
     for name in names:
-        norm = re.sub(r"[^a-z0-9]+", "", name.lower())
+        norm = normalize_name(name)
         if any(k in norm for k in ("leg", "tib", "lat", "rat")):
             out[name] = _leg_emg(night, name, fs, n)
             continue
@@ -1238,7 +1231,7 @@ def _leg_emg(night: _Night, name: str, fs: float, n: int) -> np.ndarray:
     all_side = np.concatenate(sides).astype(int) if sides else np.zeros(0, int)
     durations = np.clip(rng.lognormal(np.log(1.5), 0.5, len(all_t)), 0.5, 10.0)
     amps = rng.uniform(8.0, 25.0, len(all_t))
-    norm = re.sub(r"[^a-z0-9]+", "", name.lower())
+    norm = normalize_name(name)
     side = 1 if ("r" in norm.replace("leg", "")[:2] or norm.startswith("r")) else 0
     env = np.full(n, 2.0) * night.at(1.0 + 0.6 * wake, fs, n)
     for t0, dur, amp, s in zip(all_t, durations, amps, all_side):
@@ -1377,7 +1370,7 @@ def _gen_resp(night: _Night, names: list[str], fs: float, n: int) -> dict[str, n
     cardiac = night.at(_heart(night)["phase"], fs, n)
     out = {}
     for name in names:
-        norm = re.sub(r"[^a-z0-9]+", "", name.lower())
+        norm = normalize_name(name)
         rng = night.rng("resp_noise/" + name)
         drift = night.at(_smooth_noise(rng, len(night.t), _CTRL_FS, 30.0), fs, n)
         if any(k in norm for k in ("press", "ptaf", "cannula", "nprs")):

@@ -1,23 +1,32 @@
-"""Small helpers shared by the package: argument checks, atomic writes, logging scope."""
+"""Small helpers shared by the package: argument checks, atomic writes, JSON values, logging scope."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
+import math
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .exceptions import InvalidParameterError, StoreError
 
 logger = logging.getLogger("sleepfm")
 
 
 def check_option(name: str, value, allowed: Iterable) -> None:
-    """Raise ``ValueError`` naming the parameter, the allowed values and the value given."""
+    """Raise :class:`InvalidParameterError` naming the parameter, the allowed values and the value."""
     allowed = list(allowed)
     if value not in allowed:
         listed = ", ".join(repr(a) for a in allowed)
-        raise ValueError(
+        raise InvalidParameterError(
             f"Invalid value for the {name!r} parameter. Allowed values are {listed}, "
             f"but got {value!r} instead."
         )
@@ -30,21 +39,28 @@ def check_type(name: str, value, types: type | tuple[type, ...]) -> None:
         raise TypeError(f"{name!r} must be {names}, got {type(value).__name__} instead.")
 
 
+def _temporary(path: Path, *, directory: bool) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = f".{path.name}.", ".tmp"
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash or exception leaves ``path`` untouched (either the old file or nothing) and removes
     the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    tmp = Path(tmp)
+    tmp = _temporary(path, directory=False)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -53,10 +69,66 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike,
+                     may_replace: Callable[[Path], bool] = lambda d: False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; swap it onto ``path`` if the block succeeds.
+
+    An existing ``path`` is replaced only when it is empty or ``may_replace(path)`` is true (e.g.
+    it holds an earlier version of the same artefact); otherwise :class:`StoreError` is raised
+    before anything is written. A failure anywhere leaves the old directory as it was.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is a file; pass a directory path.")
+    if path.is_dir() and any(path.iterdir()) and not may_replace(path):
+        other = sorted(p.name for p in path.iterdir())
+        raise StoreError(f"{path} holds files that are not part of a sleepfm artefact "
+                         f"({', '.join(other[:5])}); refusing to replace it. Save to a new or "
+                         "empty directory.")
+    tmp = _temporary(path, directory=True)
+    try:
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old.tmp")
+        os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: arrays and tuples become lists, NumPy scalars Python ones,
+    paths strings, and NaN or infinity ``None``."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
+    """Write ``value`` (see :func:`to_jsonable`) as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(to_jsonable(value), indent=2) + "\n")
 
 
 def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
@@ -84,3 +156,8 @@ def verbose_scope(verbose: bool | str | int | None) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(old)
+
+
+def progress_bar(total: int, desc: str, unit: str, enabled: bool) -> tqdm:
+    """A progress bar for a stage (a silent one when ``enabled`` is false)."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled)

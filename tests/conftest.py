@@ -1,19 +1,29 @@
-"""Shared fixtures: small synthetic EDFs written with ``write_edf``, the real Sleep-EDF folder, and
+"""Shared fixtures: small synthetic EDFs written with ``write_edf``, the real Sleep-EDF files, and
 helpers that snapshot an HDF5 store so two runs can be compared byte for byte."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from sleepfm.io.edf import write_edf
+from sleepfm.io.edf_write import write_edf
 
-# /work/main/tests/conftest.py -> /work/shared/data/real/sleep-edf
-REAL_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "sleep-edf"
+from sleepfm.utils import sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = ROOT / "data_samples"
+# The shared originals (../shared/data/real/sleep-edf), when this checkout has them beside it.
+SHARED_REAL_DIR = ROOT.parent / "shared" / "data" / "real" / "sleep-edf"
 REAL_PSG = "SC4001E0-PSG_first300s.edf"
 REAL_HYPNOGRAM = "SC4001EC-Hypnogram.edf"
+# SHA-256 of the real Sleep-EDF files as shipped in data_samples/ (see its README).
+REAL_SHA256 = {
+    REAL_PSG: "ff05447a6a4df29979b119d0643fd655a9c1641e8955f1fa020b4103295cd4ba",
+    REAL_HYPNOGRAM: "a4cf67694ade1b52a0ddd06d5817fd45d2d3e8bac5302f640f3e9cfbbf12a996",
+}
 
 # A small PSG montage covering every modality, at the mixed rates real files have.
 DEFAULT_CHANNELS: list[tuple[str, float]] = [
@@ -66,14 +76,16 @@ def make_edf():
     return _make_edf
 
 
-@pytest.fixture
-def real_data() -> Path:
-    """The real Sleep-EDF folder (``../shared/data/real/sleep-edf``); skips when it is absent."""
-    missing = [n for n in (REAL_PSG, REAL_HYPNOGRAM) if not (REAL_DATA_DIR / n).is_file()]
-    if missing:
-        pytest.skip(f"real Sleep-EDF data not available: {missing} not found in {REAL_DATA_DIR} "
-                    "(copy the PhysioNet sleep-edfx excerpts there to run these tests)")
-    return REAL_DATA_DIR
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory) -> Path:
+    """A folder holding only the real Sleep-EDF excerpt and its hypnogram, copied from
+    ``data_samples/`` after checking they are the files its README names (so every clone runs
+    the real-data tests)."""
+    folder = tmp_path_factory.mktemp("sleep-edf")
+    for name, digest in REAL_SHA256.items():
+        assert sha256_file(SAMPLES_DIR / name) == digest, f"data_samples/{name} was modified"
+        shutil.copy(SAMPLES_DIR / name, folder / name)
+    return folder
 
 
 def _attrs(obj) -> dict:

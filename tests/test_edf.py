@@ -7,9 +7,11 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from conftest import REAL_HYPNOGRAM, REAL_PSG
+from conftest import REAL_HYPNOGRAM, REAL_PSG, REAL_SHA256, SHARED_REAL_DIR
 from sleepfm.exceptions import DataWarning, EDFError
-from sleepfm.io.edf import Annotation, read_edf, write_edf
+from sleepfm.io.edf import Annotation, read_edf
+from sleepfm.io.edf_write import write_edf
+from sleepfm.utils import sha256_file
 
 REAL_CHANNELS = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "Resp oro-nasal", "EMG submental",
                  "Temp rectal", "Event marker"]
@@ -17,6 +19,13 @@ REAL_RATES = [100.0, 100.0, 100.0, 1.0, 1.0, 1.0, 1.0]
 
 
 # --- real Sleep-EDF files ----------------------------------------------------------------------
+
+def test_shipped_real_files_are_the_shared_originals():
+    if not SHARED_REAL_DIR.is_dir():
+        pytest.skip(f"{SHARED_REAL_DIR} is not beside this checkout")
+    for name, digest in REAL_SHA256.items():
+        assert sha256_file(SHARED_REAL_DIR / name) == digest, name
+
 
 def test_real_psg_header(real_data):
     rec = read_edf(real_data / REAL_PSG)

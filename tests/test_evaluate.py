@@ -9,9 +9,10 @@ import torch
 from sklearn import metrics as skm
 
 from sleepfm.cli import main
-from sleepfm.eval.evaluate import evaluate_run
+from sleepfm.config import FinetuneConfig
 from sleepfm.exceptions import StoreError
-from sleepfm.train.finetune import FinetuneConfig, finetune_run
+from sleepfm.stages.evaluate import evaluate
+from sleepfm.stages.finetune import finetune
 
 from test_finetune import make_embedding_run
 
@@ -22,12 +23,12 @@ torch.set_num_threads(1)
 def staged_run(tmp_path_factory):
     run = make_embedding_run(tmp_path_factory.mktemp("eval") / "run", n_subjects=12, n_epochs=100,
                              signal=0.5)
-    finetune_run(run, "staging", FinetuneConfig(epochs=8, hidden=32))
+    finetune(run, "staging", FinetuneConfig(epochs=8, hidden=32))
     return run
 
 
 def test_metrics_agree_with_scikit_learn(staged_run):
-    ev = evaluate_run(staged_run, "staging", n_boot=200)
+    ev = evaluate(staged_run, "staging", n_boot=200)
     pred = pd.read_csv(staged_run / "reports" / "staging" / "predictions.csv")
     scored = pred[pred["true"] >= 0]
     t, p = scored["true"].to_numpy(), scored["pred"].to_numpy()
@@ -50,7 +51,7 @@ def test_metrics_agree_with_scikit_learn(staged_run):
 
 
 def test_only_test_subjects_and_reports_written(staged_run):
-    ev = evaluate_run(staged_run, "staging", n_boot=100)
+    ev = evaluate(staged_run, "staging", n_boot=100)
     split = json.loads((staged_run / "heads" / "staging" / "split.json").read_text())
     pred = pd.read_csv(ev.directory / "predictions.csv")
     assert sorted(pred["record_id"].unique()) == sorted(split["test"])
@@ -70,8 +71,8 @@ def test_only_test_subjects_and_reports_written(staged_run):
 
 def test_event_metrics_agree_with_scikit_learn(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=10, n_epochs=80)
-    finetune_run(run, "events", FinetuneConfig(mode="linear", epochs=10))
-    ev = evaluate_run(run, "events", n_boot=100)
+    finetune(run, "events", FinetuneConfig(mode="linear", epochs=10))
+    ev = evaluate(run, "events", n_boot=100)
     pred = pd.read_csv(ev.directory / "predictions.csv")
     scored = pred[pred["true_apnea_hypopnea"] >= 0]
     apnea = ev.metrics["events"][0]["summary"]
@@ -92,7 +93,7 @@ def test_event_metrics_agree_with_scikit_learn(tmp_path):
 def test_evaluate_without_head_and_cli_exit_codes(tmp_path, staged_run, capsys):
     bare = make_embedding_run(tmp_path / "bare", n_subjects=4)
     with pytest.raises(StoreError, match="sleepfm finetune"):
-        evaluate_run(bare, "staging")
+        evaluate(bare, "staging")
     assert main(["evaluate", "staging", "--run", str(bare)]) == 2
     assert "no trained head" in capsys.readouterr().err
     assert main(["evaluate", "staging", "--run", str(staged_run), "--n-boot", "50"]) == 0

@@ -11,13 +11,12 @@ import torch
 
 from sleepfm.cli import main
 from sleepfm.exceptions import LabelError, StoreError
+from sleepfm.artifacts import load_heads
+from sleepfm.config import FinetuneConfig
 from sleepfm.io.labels import Hypnogram
-from sleepfm.train.finetune import (
-    FinetuneConfig,
-    finetune_run,
-    load_head,
-    load_task_data,
-)
+from sleepfm.stages.evaluate import evaluate
+from sleepfm.stages.finetune import finetune
+from sleepfm.stages.task_data import load_task_data
 
 torch.set_num_threads(1)
 DIM = 16
@@ -70,7 +69,7 @@ FAST = dict(epochs=6, hidden=32)
 
 def test_split_is_by_subject_saved_and_reused(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=10, nights=2)
-    result = finetune_run(run, "staging", FinetuneConfig(**FAST))
+    result = finetune(run, "staging", FinetuneConfig(**FAST))
     split = json.loads((run / "heads" / "staging" / "split.json").read_text())
     subj = split["subjects"]
     train = {subj[r] for r in split["train"]}
@@ -82,15 +81,13 @@ def test_split_is_by_subject_saved_and_reused(tmp_path):
     assert all(f"{s}_N1" in split["test"] and f"{s}_N2" in split["test"] for s in test)
     assert set(result.train_records) == set(split["train"])
     # The same split is used by evaluate.
-    from sleepfm.eval.evaluate import evaluate_run
-
-    ev = evaluate_run(run, "staging", n_boot=50, figures=False)
+    ev = evaluate(run, "staging", n_boot=50, figures=False)
     assert ev.metrics["test_records"] == sorted(split["test"])
 
 
 def test_label_fraction_uses_ten_percent_of_training_subjects(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=30, nights=2, n_epochs=40)
-    result = finetune_run(run, "staging", FinetuneConfig(mode="linear", label_fraction=0.1,
+    result = finetune(run, "staging", FinetuneConfig(mode="linear", label_fraction=0.1,
                                                          epochs=2))
     split = result.split
     n_train_subjects = len({split["subjects"][r] for r in split["train"]})
@@ -103,9 +100,9 @@ def test_label_fraction_uses_ten_percent_of_training_subjects(tmp_path):
 
 def test_fewshot_nights_and_epochs(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=8, n_epochs=60)
-    r = finetune_run(run, "staging", FinetuneConfig(mode="fewshot", shots=2, **FAST))
+    r = finetune(run, "staging", FinetuneConfig(mode="fewshot", shots=2, **FAST))
     assert len(r.train_records) == 2 and r.info["mode"] == "fewshot"
-    r = finetune_run(run, "staging", FinetuneConfig(mode="fewshot", shots=3, shot_unit="epochs",
+    r = finetune(run, "staging", FinetuneConfig(mode="fewshot", shots=3, shot_unit="epochs",
                                                     **FAST))
     assert len(r.train_records) == len(r.split["train"])
     with pytest.raises(ValueError, match="shots"):
@@ -113,11 +110,9 @@ def test_fewshot_nights_and_epochs(tmp_path):
 
 
 def test_structured_embeddings_learnt_and_shuffled_labels_at_chance(tmp_path):
-    from sleepfm.eval.evaluate import evaluate_run
-
     run = make_embedding_run(tmp_path / "run", n_subjects=12, n_epochs=150, signal=0.8)
-    finetune_run(run, "staging", FinetuneConfig(epochs=15, hidden=32))
-    good = evaluate_run(run, "staging", n_boot=50, figures=False).summary.set_index("metric")
+    finetune(run, "staging", FinetuneConfig(epochs=15, hidden=32))
+    good = evaluate(run, "staging", n_boot=50, figures=False).summary.set_index("metric")
     assert good.loc["macro_f1", "value"] > 0.75, good
     assert good.loc["kappa", "value"] > 0.7
 
@@ -134,9 +129,9 @@ def test_structured_embeddings_learnt_and_shuffled_labels_at_chance(tmp_path):
         frame[cols] = pooled[start:start + len(frame)]
         start += len(frame)
         frame.to_csv(path, index=False)
-    finetune_run(run, "staging", FinetuneConfig(epochs=15, hidden=32),
+    finetune(run, "staging", FinetuneConfig(epochs=15, hidden=32),
                  split=run / "heads" / "staging" / "split.json")
-    bad = evaluate_run(run, "staging", n_boot=50, figures=False).summary.set_index("metric")
+    bad = evaluate(run, "staging", n_boot=50, figures=False).summary.set_index("metric")
     assert bad.loc["kappa", "value"] < 0.15, bad
     assert bad.loc["macro_f1", "value"] < 0.4
 
@@ -154,7 +149,7 @@ def test_missing_label_file_names_the_record(tmp_path):
     Hypnogram(np.zeros(120, dtype=int)).to_csv(run / "labels" / "S03_N1.csv")
     (run / "labels" / "S04_N1.events.csv").unlink()
     with pytest.raises(LabelError, match="S04_N1.*event label file"):
-        finetune_run(run, "events", FinetuneConfig(**FAST, skip_unlabelled=False))
+        finetune(run, "events", FinetuneConfig(**FAST, skip_unlabelled=False))
 
 
 def test_mismatched_label_length_names_record_and_lengths(tmp_path):
@@ -171,12 +166,12 @@ def test_mismatched_label_length_names_record_and_lengths(tmp_path):
 
 def test_head_saved_as_safetensors_and_json_and_reloads(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=6)
-    result = finetune_run(run, "staging", FinetuneConfig(scheme="osf4", embedding="BAS",
+    result = finetune(run, "staging", FinetuneConfig(scheme="osf4", embedding="BAS",
                                                          bidirectional=True, **FAST))
     head_dir = run / "heads" / "staging"
-    assert sorted(p.name for p in head_dir.iterdir()) == ["head.json", "head.safetensors",
+    assert sorted(p.name for p in head_dir.iterdir()) == ["config.json", "model.safetensors",
                                                           "split.json"]
-    heads, info = load_head(head_dir)
+    heads, info = load_heads(head_dir)
     assert info["classes"] == ["W", "Light", "Deep", "REM"] and info["embedding"] == "BAS"
     assert info["encoder_checkpoint"]["id"] == "ckpt0000" and info["mode"] == "lstm"
     assert len(info["training_curve"]) >= 1 and "loss" in info["training_curve"][0]
@@ -189,14 +184,12 @@ def test_head_saved_as_safetensors_and_json_and_reloads(tmp_path):
 
 
 def test_events_head_and_ahi(tmp_path):
-    from sleepfm.eval.evaluate import evaluate_run
-
     run = make_embedding_run(tmp_path / "run", n_subjects=10, n_epochs=120)
-    result = finetune_run(run, "events", FinetuneConfig(mode="linear", epochs=40))
+    result = finetune(run, "events", FinetuneConfig(mode="linear", epochs=40))
     assert set(result.heads) == {"events", "sleep", "ahi"}
-    heads, info = load_head(run / "heads" / "events")
+    heads, info = load_heads(run / "heads" / "events")
     assert info["classes"] == ["apnea_hypopnea", "arousal", "desaturation"]
-    ev = evaluate_run(run, "events", n_boot=50)
+    ev = evaluate(run, "events", n_boot=50)
     apnea = ev.metrics["events"][0]
     assert apnea["name"] == "apnea_hypopnea" and apnea["summary"]["auroc"]["value"] > 0.8
     sev = ev.metrics["severity"]

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REAL_HYPNOGRAM, REAL_PSG
 from sleepfm.exceptions import DataWarning, LabelError
+from sleepfm import vocab
 from sleepfm.io import labels as L
 
 
@@ -18,7 +19,7 @@ from sleepfm.io import labels as L
     ("Obstructive Apnea", None), ("5", None), ("Lights off", None),
 ])
 def test_stage_code(text, code):
-    assert L.stage_code(text) == code
+    assert vocab.stage_code(text) == code
 
 
 @pytest.mark.parametrize("text, kind", [
@@ -27,7 +28,7 @@ def test_stage_code(text, code):
     ("SpO2 desaturation", "desaturation"), ("Sleep stage W", None), ("Lights off", None),
 ])
 def test_event_type(text, kind):
-    assert L.event_type(text) == kind
+    assert vocab.event_type(text) == kind
 
 
 def test_real_hypnogram(real_data):
@@ -74,7 +75,7 @@ def test_per_token_csv(tmp_path):
     # SleepFM's per-token variant: one row per 5 s token, six per epoch.
     names = ["W"] * 6 + ["N2"] * 6 + ["REM"] * 6
     df = pd.DataFrame({"Start": np.arange(18) * 5.0, "Stop": np.arange(1, 19) * 5.0,
-                       "StageName": names, "StageNumber": [L.stage_code(n) for n in names],
+                       "StageName": names, "StageNumber": [vocab.stage_code(n) for n in names],
                        "EmbeddingNumber": np.arange(18)})
     p = tmp_path / "tok.csv"
     df.to_csv(p, index=False)

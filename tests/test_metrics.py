@@ -14,8 +14,6 @@ from sklearn import metrics as skm  # noqa: E402
 
 from sleepfm.eval import (  # noqa: E402
     accuracy,
-    ahi,
-    ahi_severity,
     auprc,
     auroc,
     binary_f1,
@@ -23,7 +21,6 @@ from sleepfm.eval import (  # noqa: E402
     cohen_kappa,
     confusion_matrix,
     event_report,
-    group_stages,
     macro_f1,
     per_class_f1,
     plot_hypnogram,
@@ -32,6 +29,7 @@ from sleepfm.eval import (  # noqa: E402
 )
 from sleepfm.eval.metrics import _event_metrics  # noqa: E402
 from sleepfm.exceptions import DataWarning, LabelError  # noqa: E402
+from sleepfm.vocab import ahi, ahi_severity, group_stages  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +198,7 @@ def test_staging_report(tmp_path):
     back = json.loads((tmp_path / "metrics.json").read_text())
     assert back["summary"]["macro_f1"]["value"] == pytest.approx(s.loc["macro_f1", "value"])
     assert np.array(back["confusion"]).sum() == m.sum()
-    ax = report.plot_confusion()
+    ax = report.plot()
     assert len(ax.texts) == 25
     plt.close("all")
 

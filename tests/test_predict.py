@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from sleepfm.checkpoint import save_checkpoint
+from sleepfm.artifacts import load_encoder, load_heads, save_encoder
 from sleepfm.cli import main
+from sleepfm.config import FinetuneConfig
 from sleepfm.io.labels import read_stages
 from sleepfm.models import create_encoder
-from sleepfm.predict import predict_edf
-from sleepfm.preprocess import preprocess_directory
+from sleepfm.stages.embed import embed
+from sleepfm.stages.evaluate import evaluate
+from sleepfm.stages.finetune import finetune
+from sleepfm.stages.predict import predict
+from sleepfm.stages.preprocess import preprocess_directory
 from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
-from sleepfm.train.embed import embed_run
-from sleepfm.train.finetune import FinetuneConfig, finetune_run, load_head
 
 torch.set_num_threads(1)
 
@@ -32,9 +34,9 @@ def small_run(tmp_path_factory):
     run = root / "run"
     assert not preprocess_directory(root / "edf", run).failed
     torch.manual_seed(0)
-    save_checkpoint(create_encoder("sleepfm_tiny"), run / "checkpoints" / "encoder")
-    embed_run(run)
-    finetune_run(run, "staging", FinetuneConfig(epochs=3, hidden=16))
+    save_encoder(create_encoder("sleepfm_tiny"), run / "checkpoints" / "encoder")
+    embed(run)
+    finetune(run, "staging", FinetuneConfig(epochs=3, hidden=16))
     return run
 
 
@@ -42,7 +44,7 @@ def test_predict_writes_one_row_per_epoch(small_run, tmp_path, make_edf):
     edf, _ = make_edf(tmp_path / "new.edf", [("EEG C3-M2", 256), ("EOG E1-M2", 256),
                                              ("EMG chin", 256)], duration=465.0)
     out = tmp_path / "hyp.csv"
-    frame = predict_edf(edf, small_run, out)
+    frame = predict(edf, small_run, out)
     assert len(frame) == 15  # 465 s: 15 whole 30 s epochs
     written = pd.read_csv(out)
     assert list(written.columns[:4]) == ["Start", "Stop", "StageName", "StageNumber"]
@@ -69,25 +71,21 @@ def test_predict_cli(small_run, tmp_path, capsys):
 
 
 def test_end_to_end_finetuning_mode(small_run, tmp_path):
-    from sleepfm.eval.evaluate import evaluate_run
-
-    result = finetune_run(small_run, "staging", FinetuneConfig(mode="finetune", epochs=1,
+    result = finetune(small_run, "staging", FinetuneConfig(mode="finetune", epochs=1,
                                                                batch_size=4, hidden=16))
     head_dir = small_run / "heads" / "staging"
     assert (head_dir / "encoder" / "model.safetensors").is_file()
-    heads, info = load_head(head_dir)
+    heads, info = load_heads(head_dir)
     assert info["mode"] == "finetune" and set(heads) == {"window"}
     # The encoder was trained: its weights moved away from the run's encoder.
-    from sleepfm.checkpoint import load_checkpoint
-
-    start, _ = load_checkpoint(small_run / "checkpoints" / "encoder")
+    start, _ = load_encoder(small_run / "checkpoints" / "encoder")
     tuned = heads["window"].encoder.state_dict()
     moved = [k for k, v in start.state_dict().items()
              if v.is_floating_point() and not torch.equal(v, tuned[k])]
     assert moved
-    ev = evaluate_run(small_run, "staging", n_boot=20, figures=False)
+    ev = evaluate(small_run, "staging", n_boot=20, figures=False)
     assert ev.metrics["mode"] == "finetune" and ev.metrics["test_records"] == result.split["test"]
-    frame = predict_edf(small_run.parent / "edf" / "P01.edf", small_run)
+    frame = predict(small_run.parent / "edf" / "P01.edf", small_run)
     assert len(frame) == 20
     info_run = json.loads((small_run / "run.json").read_text())["stages"]["finetune_staging"]
     assert info_run["mode"] == "finetune"

@@ -15,15 +15,17 @@ import pandas as pd
 import pytest
 from scipy import signal
 
-import sleepfm.preprocess as P
+import sleepfm.stages.preprocess as P
 from conftest import DEFAULT_CHANNELS, REAL_HYPNOGRAM, REAL_PSG, SMALL_CHANNELS, build_bad_batch
 from sleepfm.exceptions import LabelError, SignalError, SleepFMError, StoreError
 from sleepfm.io import labels as L
 from sleepfm.io.edf import Annotation, read_edf
+from sleepfm.config import PreprocessConfig
 from sleepfm.io.store import RecordReader, Store, build_index, file_is_complete
+from sleepfm.preprocess import preprocess_signal, resample, robust_zscore, zero_phase_lowpass
+from sleepfm.rundir import RunDir
+from sleepfm.stages.preprocess import preprocess_directory, preprocess_record
 from sleepfm.utils import sha256_file
-from sleepfm.preprocess import (PreprocessConfig, preprocess_directory, preprocess_record,
-                                preprocess_signal, resample, robust_zscore, zero_phase_lowpass)
 
 FS_OUT = 128
 
@@ -216,7 +218,7 @@ def test_real_preprocess(real_data, tmp_path):
     (warning,) = [w for w in res.warnings if "hypnogram" in w]
     assert "2880 epochs" in warning and "trimmed 2870 epochs (86100 s)" in warning
 
-    reader = Store(run).open(rid)
+    reader = RunDir(run).store().open(rid)
     assert reader.sample_rate == 128.0
     assert reader.n_samples == 38400 and reader.duration_s == 300.0
     assert reader.channels == {"BAS": sorted(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"]),
@@ -621,14 +623,14 @@ def stored(tmp_path, make_edf):
     p, data = make_edf(tmp_path / "in" / "rec.edf", chans, duration=120)
     run = tmp_path / "run"
     res = preprocess_record(p, run)
-    build_index(run)
+    build_index(run / "hdf5")
     return run, res, p
 
 
 def test_record_contents(stored):
     run, res, edf = stored
     assert res.unplaced == ["Position"]
-    reader = Store(run).open("rec")
+    reader = RunDir(run).store().open("rec")
     assert reader.record_id == "rec"
     assert reader.channels == {"BAS": ["C3/M2", "EEG C3-M2", "EOG E1-M2"], "ECG": ["ECG"],
                                "EMG": ["EMG chin"], "RESP": ["Airflow", "SpO2"]}
@@ -714,7 +716,9 @@ def test_index_links_resolve_from_anywhere(tmp_path, make_edf, monkeypatch):
 
 def test_store_errors(tmp_path):
     with pytest.raises(StoreError, match="sleepfm preprocess"):
-        Store(tmp_path / "nothing")
+        RunDir(tmp_path / "nothing").store()
+    with pytest.raises(StoreError, match="sleepfm preprocess"):
+        Store(tmp_path / "nothing" / "hdf5")
     with pytest.raises(StoreError, match="not found"):
         RecordReader(tmp_path / "nothing.h5")
 
@@ -723,7 +727,7 @@ def test_store_lists_records(tmp_path, make_edf):
     for i in range(2):
         make_edf(tmp_path / "in" / f"r{i}.edf", SMALL_CHANNELS, duration=30, seed=i)
     preprocess_directory(tmp_path / "in", tmp_path / "run")
-    store = Store(tmp_path / "run")
+    store = RunDir(tmp_path / "run").store()
     assert store.record_ids == ["r0", "r1"] and len(store) == 2
     assert [r.record_id for r in store] == ["r0", "r1"]
-    assert os.fspath(store.run_dir) == os.fspath(tmp_path / "run")
+    assert os.fspath(store.root) == os.fspath(tmp_path / "run" / "hdf5")

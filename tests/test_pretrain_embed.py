@@ -11,13 +11,16 @@ import h5py
 import numpy as np
 import pytest
 
-from sleepfm.checkpoint import load_checkpoint, save_checkpoint
+from sleepfm.artifacts import load_encoder, save_encoder
+from sleepfm.config import PretrainConfig
+from sleepfm.data import plan_windows
 from sleepfm.exceptions import SleepFMError
+from sleepfm.io.embeddings import read_embeddings
 from sleepfm.models import create_encoder
-from sleepfm.preprocess import preprocess_directory
+from sleepfm.stages.embed import embed
+from sleepfm.stages.preprocess import preprocess_directory
+from sleepfm.stages.pretrain import pretrain, read_pretrain_metrics
 from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
-from sleepfm.train.embed import embed_run, plan_windows, read_embeddings
-from sleepfm.train.pretrain import PretrainConfig, pretrain, read_pretrain_metrics
 
 TINY = {"encoder": "sleepfm_tiny", "batch_size": 8, "num_workers": 0, "val_fraction": 0.25,
         "patience": 0, "lr": 3e-3, "warmup_fraction": 0.1}
@@ -80,7 +83,7 @@ def test_pretraining_lowers_validation_loss(trained_run):
 
 def test_embedding_shapes_long_nap_and_short(trained_run):
     run, _ = trained_run
-    status = embed_run(run, batch_size=5)
+    status = embed(run, batch_size=5)
     assert all(v == "ok" for v in status.values()), status
     for rid, minutes in [("LONG", 45), ("NAP", 30), ("SNIP", 3)]:
         path = run / "embeddings" / f"{rid}.h5"
@@ -94,7 +97,7 @@ def test_embedding_shapes_long_nap_and_short(trained_run):
         mods = json.loads(f.attrs["modalities"])
         assert "ECG" not in mods and "BAS" in mods and "epoch/ECG" not in f
     # Resumable: nothing left to do on a second call.
-    assert set(embed_run(run, batch_size=5).values()) == {"skipped"}
+    assert set(embed(run, batch_size=5).values()) == {"skipped"}
 
 
 def test_plan_windows_covers_every_token_once():
@@ -110,9 +113,9 @@ def test_plan_windows_covers_every_token_once():
 def test_record_embedding_independent_of_batch_partners(trained_run, tmp_path):
     run, encoder_dir = trained_run
     alone = _linked_run(tmp_path / "alone", run, "LONG")
-    embed_run(alone, checkpoint=encoder_dir, batch_size=1)
+    embed(alone, checkpoint=encoder_dir, batch_size=1)
     # Batches of 7 windows: LONG's windows share batches with other montages' (N01, NAP, ...).
-    embed_run(run, checkpoint=encoder_dir, batch_size=7, overwrite=True)
+    embed(run, checkpoint=encoder_dir, batch_size=7, overwrite=True)
     a = read_embeddings(alone / "embeddings" / "LONG.h5")
     b = read_embeddings(run / "embeddings" / "LONG.h5")
     np.testing.assert_allclose(a, b, atol=1e-5)
@@ -120,20 +123,20 @@ def test_record_embedding_independent_of_batch_partners(trained_run, tmp_path):
 
 def test_checkpoint_round_trip_embeds_bit_for_bit(trained_run, tmp_path):
     run, encoder_dir = trained_run
-    model, meta = load_checkpoint(encoder_dir)
-    copy = save_checkpoint(model, tmp_path / "copy", metadata=meta.get("metadata"))
-    embed_run(run, checkpoint=encoder_dir, batch_size=4, overwrite=True)
+    model, meta = load_encoder(encoder_dir)
+    copy = save_encoder(model, tmp_path / "copy", metadata=meta.get("metadata"))
+    embed(run, checkpoint=encoder_dir, batch_size=4, overwrite=True)
     first = read_embeddings(run / "embeddings" / "NAP.h5")
-    embed_run(run, checkpoint=copy, batch_size=4, overwrite=True)
+    embed(run, checkpoint=copy, batch_size=4, overwrite=True)
     second = read_embeddings(run / "embeddings" / "NAP.h5")
     assert np.array_equal(first, second)
 
 
 def test_record_without_encoder_modalities_is_reported(store_run, tmp_path):
     enc = create_encoder("sleepfm_tiny", modalities=("ECG",))
-    ckpt = save_checkpoint(enc, tmp_path / "ecg_only")
+    ckpt = save_encoder(enc, tmp_path / "ecg_only")
     run = _linked_run(tmp_path / "run", store_run, "N0[01]")
-    status = embed_run(run, checkpoint=ckpt)
+    status = embed(run, checkpoint=ckpt)
     assert status["N00"] == "ok"
     assert "no channel of the encoder's modalities" in status["N01"]
     assert not (run / "embeddings" / "N01.h5").exists()

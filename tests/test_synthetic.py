@@ -12,15 +12,14 @@ from scipy import signal as sps
 from sleepfm.channels import DEFAULT_CHANNEL_MAP
 from sleepfm.exceptions import SignalError
 from sleepfm.synthetic import (
-    EVENT_TYPES,
     MONTAGES,
-    STAGE_NAMES,
     SyntheticConfig,
     SyntheticNight,
     generate_cohort,
     generate_night,
     write_night,
 )
+from sleepfm.vocab import EVENT_TYPES, STAGE_NAMES
 
 W, N1, N2, N3, REM = range(5)
 LOW_RATES = {"eeg": 128, "eog": 128, "emg": 128, "ecg": 128}

@@ -1,37 +1,25 @@
-"""Evaluation: staging and event metrics, subject-level bootstrap intervals, reports."""
+"""Evaluation from arrays: staging and event metrics, subject-level bootstrap intervals, reports,
+figures. Nothing here reads or writes a run directory (see :mod:`sleepfm.stages.evaluate`)."""
 from .bootstrap import bootstrap_ci, bootstrap_confusion, percentile_interval, subject_resamples
 from .metrics import (
-    SEVERITY_NAMES,
-    SEVERITY_THRESHOLDS,
-    STAGE_SCHEMES,
-    EventReport,
-    StagingReport,
     accuracy,
-    ahi,
-    ahi_severity,
     auprc,
     auroc,
     binary_f1,
     cohen_kappa,
     confusion_matrix,
-    event_report,
-    group_stages,
     macro_f1,
     per_class_f1,
-    plot_hypnogram,
     severity_agreement,
-    staging_report,
 )
+from .plots import plot_confusion, plot_hypnogram, plot_roc
+from .reports import EventReport, Report, StagingReport, event_report, staging_report
 
 __all__ = [
-    "SEVERITY_NAMES",
-    "SEVERITY_THRESHOLDS",
-    "STAGE_SCHEMES",
     "EventReport",
+    "Report",
     "StagingReport",
     "accuracy",
-    "ahi",
-    "ahi_severity",
     "auprc",
     "auroc",
     "binary_f1",
@@ -40,11 +28,12 @@ __all__ = [
     "cohen_kappa",
     "confusion_matrix",
     "event_report",
-    "group_stages",
     "macro_f1",
     "per_class_f1",
     "percentile_interval",
+    "plot_confusion",
     "plot_hypnogram",
+    "plot_roc",
     "severity_agreement",
     "staging_report",
     "subject_resamples",

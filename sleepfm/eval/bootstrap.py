@@ -116,6 +116,50 @@ def bootstrap_confusion(
     return confusion, boot.reshape(-1, n_classes, n_classes)
 
 
+def event_resamples(
+    t: np.ndarray, s: np.ndarray, codes: np.ndarray, counts: np.ndarray, threshold: float,
+    chunk: int = 32,
+) -> np.ndarray:
+    """AUROC, AUPRC, F1 at ``threshold`` and prevalence of every subject-level resample.
+
+    ``t``, ``s`` are the scored 0/1 truths and scores, ``codes`` and ``counts`` come from
+    :func:`subject_resamples`; returns ``[n_boot, 4]``.
+
+    A resample weights each epoch by how often its subject was drawn; weighted ROC / PR curves
+    are cumulative sums over one global descending sort, evaluated at the distinct scores.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    t_sorted, code_sorted = t[order].astype(np.float64), codes[order]
+    last = np.r_[np.flatnonzero(np.diff(s[order])), s.size - 1]
+    n_subjects = counts.shape[1]
+    pos_s = np.bincount(codes, weights=t, minlength=n_subjects)
+    neg_s = np.bincount(codes, weights=1 - t, minlength=n_subjects)
+    hit = s >= threshold
+    tp_s = np.bincount(codes[hit], weights=t[hit], minlength=n_subjects)
+    flagged_s = np.bincount(codes[hit], minlength=n_subjects)
+    cf = counts.astype(np.float64)
+    pos, neg = cf @ pos_s, cf @ neg_s
+    tp, flagged = cf @ tp_s, cf @ flagged_s
+    out = np.full((counts.shape[0], 4), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:, 2] = np.where(flagged + pos > 0, 2 * tp / (flagged + pos), np.nan)
+        out[:, 3] = np.where(pos + neg > 0, pos / (pos + neg), np.nan)
+        for start in range(0, counts.shape[0], chunk):
+            w = cf[start:start + chunk][:, code_sorted]
+            tps = np.cumsum(w * t_sorted, axis=1)[:, last]
+            fps = np.cumsum(w * (1 - t_sorted), axis=1)[:, last]
+            p, n = pos[start:start + chunk, None], neg[start:start + chunk, None]
+            tps0 = np.diff(tps, axis=1, prepend=0.0)
+            fps0 = np.diff(fps, axis=1, prepend=0.0)
+            area = np.sum(fps0 * (2 * tps - tps0), axis=1) / 2
+            out[start:start + chunk, 0] = np.where((p > 0) & (n > 0), area[:, None] / (p * n),
+                                                   np.nan)[:, 0]
+            precision = np.where(tps + fps > 0, tps / (tps + fps), 0.0)
+            ap = np.sum(tps0 * precision, axis=1)[:, None] / p
+            out[start:start + chunk, 1] = np.where(p > 0, ap, np.nan)[:, 0]
+    return out
+
+
 def percentile_interval(
     values: np.ndarray, *, alpha: float = 0.05, name: str = "metric"
 ) -> tuple[np.ndarray, np.ndarray]:

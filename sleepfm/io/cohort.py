@@ -1,6 +1,6 @@
 """The cohort table: one row per record with its subject and subject-level facts.
 
-``cohort.csv`` beside the recordings (or ``--cohort FILE``) has a ``record_id`` column, optionally
+``cohort.csv`` beside the recordings has a ``record_id`` column, optionally
 ``subject_id`` (default: each record is its own subject) and any other columns (age, sex, race,
 diagnoses…). Preprocessing copies it to ``RUN_DIR/cohort.csv``; splits use ``subject_id`` so that
 a subject's nights never straddle train and test.
@@ -14,6 +14,7 @@ import pandas as pd
 from ..exceptions import LabelError
 from ..utils import write_text_atomic
 
+#: File name of the cohort table, beside the recordings and in the run directory.
 COHORT_NAME = "cohort.csv"
 
 
@@ -39,12 +40,3 @@ def read_cohort(path) -> pd.DataFrame:
 def write_cohort(df: pd.DataFrame, path) -> None:
     """Write a cohort table atomically."""
     write_text_atomic(path, df.to_csv(index=False))
-
-
-def subject_map(run_dir, record_ids) -> dict[str, str]:
-    """``{record_id: subject_id}`` from ``RUN_DIR/cohort.csv`` (records it lacks are their own
-    subject)."""
-    path = Path(run_dir) / COHORT_NAME
-    table = read_cohort(path) if path.is_file() else None
-    known = dict(zip(table["record_id"], table["subject_id"])) if table is not None else {}
-    return {r: known.get(r, r) for r in record_ids}

@@ -13,7 +13,6 @@ Readers accept
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,67 +22,42 @@ import pandas as pd
 
 from ..exceptions import DataWarning, LabelError
 from ..utils import check_option, write_text_atomic
+from ..vocab import (EPOCH_S, EVENT_GROUPS, EVENT_TYPES, SCHEMES, STAGE_NAMES, event_type,
+                     stage_code)
+from .edf import read_edf
 
 logger = logging.getLogger(__name__)
-
-EPOCH_S = 30.0
-STAGE_NAMES: tuple[str, ...] = ("W", "N1", "N2", "N3", "REM")
-EVENT_TYPES: tuple[str, ...] = ("apnea", "hypopnea", "arousal", "desaturation")
-
-_STAGE_ALIASES = {
-    "w": 0, "wake": 0, "sleepstagew": 0, "stagew": 0,
-    "n1": 1, "s1": 1, "stage1": 1, "sleepstage1": 1, "nrem1": 1,
-    "n2": 2, "s2": 2, "stage2": 2, "sleepstage2": 2, "nrem2": 2,
-    "n3": 3, "s3": 3, "stage3": 3, "sleepstage3": 3, "nrem3": 3,
-    "n4": 3, "s4": 3, "stage4": 3, "sleepstage4": 3, "nrem4": 3,
-    "rem": 4, "r": 4, "sleepstager": 4, "stager": 4, "sleepstagerem": 4,
-    "?": -1, "unscored": -1, "unknown": -1, "sleepstage?": -1, "movementtime": -1,
-    "movement": -1, "mt": -1, "artifact": -1, "artefact": -1, "nan": -1, "": -1,
-}
-
-_EVENT_PATTERNS = [
-    (re.compile(r"hypopn"), "hypopnea"),
-    (re.compile(r"apn(o)?ea"), "apnea"),
-    (re.compile(r"arous"), "arousal"),
-    (re.compile(r"desat|spo2.*drop|oxygen"), "desaturation"),
-]
-
-
-def stage_code(text) -> int | None:
-    """AASM code (0–4, -1 unscored) of a stage label, or ``None`` if the text is not a stage.
-
-    Numbers are read as AASM codes (0 = W … 4 = REM, -1 unscored), not R&K stage numbers.
-
-    Examples
-    --------
-    >>> stage_code("Sleep stage 4"), stage_code("REM"), stage_code("Movement time")
-    (3, 4, -1)
-    """
-    text = str(text).strip()
-    if re.fullmatch(r"-?\d+(\.0)?", text):  # numbers are AASM codes, as sleepfm writes them
-        code = int(float(text))
-        return code if -1 <= code <= 4 else None
-    return _STAGE_ALIASES.get(re.sub(r"[\s_\-]+", "", text.lower()))
-
-
-def event_type(text: str) -> str | None:
-    """Normalised event type (one of :data:`EVENT_TYPES`) of an annotation text, or ``None``."""
-    low = str(text).lower()
-    for pattern, name in _EVENT_PATTERNS:
-        if pattern.search(low):
-            return name
-    return None
 
 
 @dataclass
 class Hypnogram:
-    """Stages per 30 s epoch (AASM 0–4, -1 unscored), aligned to the recording start."""
+    """Stages per 30 s epoch, aligned to the recording start, with the scheme they are coded in.
+
+    Parameters
+    ----------
+    stages : array-like of int
+        One class per epoch in ``scheme`` (AASM 0–4 for ``aasm5``), -1 unscored.
+    scheme : {"aasm5", "osf4"}, default="aasm5"
+        The label scheme (:data:`sleepfm.vocab.SCHEMES`).
+    epoch_s : float, default=30.0
+    """
 
     stages: np.ndarray
+    scheme: str = "aasm5"
     epoch_s: float = EPOCH_S
 
     def __post_init__(self):
+        check_option("scheme", self.scheme, SCHEMES)
         self.stages = np.asarray(self.stages, dtype=np.int8)
+        bad = (self.stages < -1) | (self.stages >= len(self.classes))
+        if np.any(bad):
+            raise LabelError(f"stage {self.stages[bad][0]} is outside -1..{len(self.classes) - 1} "
+                             f"of the {self.scheme} scheme {list(self.classes)}.")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names of the scheme, in code order."""
+        return SCHEMES[self.scheme]
 
     def __len__(self) -> int:
         return len(self.stages)
@@ -101,13 +75,25 @@ class Hypnogram:
     def to_frame(self) -> pd.DataFrame:
         """SleepFM's CSV layout: ``Start,Stop,StageName,StageNumber`` (unscored: ``?``, -1)."""
         start = np.arange(len(self)) * self.epoch_s
-        names = np.array(list(STAGE_NAMES) + ["?"], dtype=object)[self.stages]
+        names = np.array(list(self.classes) + ["?"], dtype=object)[self.stages]
         return pd.DataFrame({"Start": start, "Stop": start + self.epoch_s, "StageName": names,
                              "StageNumber": self.stages.astype(int)})
 
     def to_csv(self, path) -> None:
         """Write SleepFM's CSV atomically."""
         write_text_atomic(path, self.to_frame().to_csv(index=False))
+
+
+def _classified(annotations, classify) -> list[tuple[float, float, object]]:
+    """``(onset, duration, classify(text))`` of the annotations whose text ``classify`` knows
+    (annotations are :class:`~sleepfm.io.edf.Annotation` or ``(onset, duration, text)``)."""
+    out = []
+    for a in annotations:
+        onset, duration, text = (a.onset, a.duration, a.description) if hasattr(a, "onset") else a
+        label = classify(text)
+        if label is not None:
+            out.append((float(onset), float(duration), label))
+    return out
 
 
 def stages_from_annotations(annotations, *, epoch_s: float = EPOCH_S,
@@ -117,12 +103,7 @@ def stages_from_annotations(annotations, *, epoch_s: float = EPOCH_S,
     Each epoch takes the stage whose interval contains the epoch's midpoint; epochs no stage covers
     are unscored. Non-stage annotations are ignored.
     """
-    spans = []
-    for a in annotations:
-        onset, duration, text = (a.onset, a.duration, a.description) if hasattr(a, "onset") else a
-        code = stage_code(text)
-        if code is not None:
-            spans.append((float(onset), float(duration), code))
+    spans = _classified(annotations, stage_code)
     if not spans:
         raise LabelError(f"{source}: holds no sleep-stage annotations "
                          "(expected texts such as 'Sleep stage W' or 'N2').")
@@ -132,7 +113,7 @@ def stages_from_annotations(annotations, *, epoch_s: float = EPOCH_S,
     mids = (np.arange(n) + 0.5) * epoch_s
     for onset, duration, code in sorted(spans):
         stages[(mids >= onset) & (mids < onset + duration)] = code
-    return Hypnogram(stages, epoch_s)
+    return Hypnogram(stages, epoch_s=epoch_s)
 
 
 def _stages_from_table(df: pd.DataFrame, source: str, epoch_s: float) -> Hypnogram:
@@ -170,8 +151,6 @@ def read_stages(path, *, epoch_s: float = EPOCH_S) -> Hypnogram:
     if not path.is_file():
         raise LabelError(f"{path}: label file not found.")
     if path.suffix.lower() in (".edf", ".bdf"):
-        from .edf import read_edf
-
         return stages_from_annotations(read_edf(path).annotations, epoch_s=epoch_s, source=path.name)
     text = path.read_text().strip()
     if not text:
@@ -186,7 +165,7 @@ def read_stages(path, *, epoch_s: float = EPOCH_S) -> Hypnogram:
             raise LabelError(f"{path.name}: line {i + 1} {line!r} is not a sleep stage; expected one of "
                              "W, N1, N2, N3, REM (or 0–4, ? for unscored) per line.")
         codes.append(code)
-    return Hypnogram(np.array(codes, dtype=np.int8), epoch_s)
+    return Hypnogram(np.array(codes, dtype=np.int8), epoch_s=epoch_s)
 
 
 def align_stages(hyp: Hypnogram, duration_s: float, *, record: str = "",
@@ -212,20 +191,15 @@ def align_stages(hyp: Hypnogram, duration_s: float, *, record: str = "",
         scored = int((dropped >= 0).sum())
         warnings.warn(f"{what}: trimmed {diff} epochs ({diff * hyp.epoch_s:g} s) past the recording "
                       f"end, {scored} of them scored.", DataWarning, stacklevel=2)
-        return Hypnogram(hyp.stages[:n], hyp.epoch_s)
+        return Hypnogram(hyp.stages[:n], hyp.scheme, hyp.epoch_s)
     warnings.warn(f"{what}: padded {-diff} unscored epochs at the end.", DataWarning, stacklevel=2)
-    return Hypnogram(np.concatenate([hyp.stages, np.full(-diff, -1, np.int8)]), hyp.epoch_s)
+    return Hypnogram(np.concatenate([hyp.stages, np.full(-diff, -1, np.int8)]), hyp.scheme,
+                     hyp.epoch_s)
 
 
 def events_from_annotations(annotations) -> pd.DataFrame:
     """Event table (``onset,duration,type``) from annotations; non-event texts are dropped."""
-    rows = []
-    for a in annotations:
-        onset, duration, text = (a.onset, a.duration, a.description) if hasattr(a, "onset") else a
-        kind = event_type(text)
-        if kind is not None:
-            rows.append((float(onset), float(duration), kind))
-    return pd.DataFrame(rows, columns=["onset", "duration", "type"])
+    return pd.DataFrame(_classified(annotations, event_type), columns=["onset", "duration", "type"])
 
 
 def read_events(path) -> pd.DataFrame:
@@ -234,8 +208,6 @@ def read_events(path) -> pd.DataFrame:
     if not path.is_file():
         raise LabelError(f"{path}: events file not found.")
     if path.suffix.lower() in (".edf", ".bdf"):
-        from .edf import read_edf
-
         return events_from_annotations(read_edf(path).annotations)
     df = pd.read_csv(path)
     missing = {"onset", "duration", "type"} - set(df.columns)
@@ -262,15 +234,47 @@ def align_events(events: pd.DataFrame, duration_s: float, *, record: str = "") -
 
 
 def events_to_epochs(events: pd.DataFrame, n_epochs: int, *, epoch_s: float = EPOCH_S,
-                     types=EVENT_TYPES) -> np.ndarray:
-    """Per-epoch binary targets ``[n_epochs, len(types)]``: 1 where an event overlaps the epoch."""
-    out = np.zeros((n_epochs, len(types)), dtype=np.int8)
-    for j, kind in enumerate(types):
-        for onset, duration in events.loc[events["type"] == kind, ["onset", "duration"]].to_numpy():
+                     groups: dict[str, tuple[str, ...]] | None = None) -> np.ndarray:
+    """Per-epoch binary targets ``[n_epochs, n_groups]``: 1 where an event overlaps the epoch.
+
+    ``groups`` maps each output to the event types it covers (default: one output per type of
+    :data:`~sleepfm.vocab.EVENT_TYPES`); :data:`~sleepfm.vocab.EVENT_GROUPS` gives the outputs of
+    the events head.
+    """
+    groups = groups or {t: (t,) for t in EVENT_TYPES}
+    out = np.zeros((n_epochs, len(groups)), dtype=np.int8)
+    for j, types in enumerate(groups.values()):
+        for onset, duration in events.loc[events["type"].isin(types), ["onset", "duration"]].to_numpy():
             first = int(onset // epoch_s)
             last = int(np.ceil((onset + max(duration, 1e-9)) / epoch_s))
             out[max(first, 0):min(last, n_epochs), j] = 1
     return out
+
+
+def event_targets(events: pd.DataFrame, stages: np.ndarray) -> np.ndarray:
+    """The events head's targets ``[n_epochs, len(EVENT_NAMES)]``: 1/0 per epoch, -1 where the
+    stage is unscored (unknown)."""
+    y = events_to_epochs(events, len(stages), groups=EVENT_GROUPS).astype(np.int64)
+    y[np.asarray(stages) < 0] = -1
+    return y
+
+
+def match_length(labels: np.ndarray, n: int, *, record: str, what: str) -> np.ndarray:
+    """Labels trimmed or padded (with unscored, -1) to ``n`` epochs.
+
+    A difference of one epoch (a trailing partial epoch) is tolerated; more means the label file
+    does not belong to this recording, and is a :class:`LabelError` naming both lengths.
+    """
+    if abs(len(labels) - n) > 1:
+        raise LabelError(
+            f"{record}: {what} has {len(labels)} epochs but the recording has {n} (30 s epochs "
+            "of the embeddings/store); they differ by more than one epoch, so the label file does "
+            "not belong to this recording. Fix or remove the label file and preprocess again."
+        )
+    if len(labels) >= n:
+        return labels[:n]
+    pad = np.full((n - len(labels),) + labels.shape[1:], -1, dtype=labels.dtype)
+    return np.concatenate([labels, pad])
 
 
 def write_events_csv(path, events: pd.DataFrame) -> None:

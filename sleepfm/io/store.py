@@ -1,4 +1,5 @@
-"""The HDF5 store of preprocessed recordings: ``RUN_DIR/hdf5/<record_id>.h5``.
+"""The HDF5 store of preprocessed recordings: one ``<record_id>.h5`` per record in a directory
+(``RUN_DIR/hdf5``; :class:`sleepfm.RunDir` knows where).
 
 Each record file holds ``/<record_id>/<modality>/<channel_name>`` datasets (128 Hz, z-scored,
 chunked and compressed) with attributes ``sample_rate``, ``original_sample_rate`` and ``kind``; the
@@ -25,14 +26,6 @@ logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.h5"
 CHUNK_S = 300  # one chunk per 5-minute window: the encoder's context
-
-
-def hdf5_dir(run_dir) -> Path:
-    return Path(run_dir) / "hdf5"
-
-
-def record_path(run_dir, record_id: str) -> Path:
-    return hdf5_dir(run_dir) / f"{record_id}.h5"
 
 
 def dataset_name(channel: str) -> str:
@@ -84,19 +77,21 @@ class RecordWriter:
             if exc_type is None:
                 self._group.attrs.update({"sample_rate": self.sample_rate, "n_samples": self.n_samples,
                                           "duration_s": self.n_samples / self.sample_rate,
-                                          **{k: _attr(v) for k, v in self._attrs.items()}})
+                                          **{k: encode_attr(v) for k, v in self._attrs.items()}})
         finally:
             self._file.close()
             self._ctx.__exit__(exc_type, exc, tb)
 
 
-def _attr(value):
+def encode_attr(value):
+    """An HDF5 attribute value: containers are stored as JSON text."""
     return json.dumps(value) if isinstance(value, (dict, list, tuple)) else value
 
 
-def build_index(run_dir) -> Path:
-    """(Re)write ``hdf5/index.h5`` with an external link per record file; atomic."""
-    root = hdf5_dir(run_dir)
+def build_index(root) -> Path:
+    """(Re)write ``index.h5`` in the store directory ``root``: an external link per record file;
+    atomic."""
+    root = Path(root)
     index = root / INDEX_NAME
     with atomic_path(index) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -137,7 +132,7 @@ class RecordReader:
                 raise StoreError(f"{self.path}: expected one record group, found {ids}.")
             self.record_id = ids[0]
             g = f[self.record_id]
-            self.attrs = {k: _load_attr(v) for k, v in g.attrs.items()}
+            self.attrs = {k: decode_attr(v) for k, v in g.attrs.items()}
             self.sample_rate = float(g.attrs["sample_rate"])
             self.n_samples = int(g.attrs["n_samples"])
             self.channels = {m: [g[m][d].attrs["channel_name"] for d in g[m]]
@@ -214,7 +209,8 @@ class RecordReader:
         return out
 
 
-def _load_attr(value):
+def decode_attr(value):
+    """The Python value of an HDF5 attribute written by :func:`encode_attr`."""
     if isinstance(value, bytes):
         value = value.decode()
     if isinstance(value, str) and value[:1] in "[{":
@@ -226,21 +222,20 @@ def _load_attr(value):
 
 
 class Store:
-    """All preprocessed records of a run directory.
+    """All preprocessed records of a store directory.
 
     Examples
     --------
-    >>> store = Store("runs/demo")
+    >>> store = RunDir("runs/demo").store()
     >>> rec = store.open(store.record_ids[0])
     >>> window = rec.read(0, 300)            # {modality: [channels, 38400]}
     """
 
-    def __init__(self, run_dir):
-        self.run_dir = Path(run_dir)
-        self.root = hdf5_dir(run_dir)
+    def __init__(self, root):
+        self.root = Path(root)
         if not self.root.is_dir():
             raise StoreError(f"{self.root}: no HDF5 store; run `sleepfm preprocess INPUT --out "
-                             f"{self.run_dir}` first.")
+                             f"{self.root.parent}` first.")
 
     @property
     def record_ids(self) -> list[str]:
@@ -250,10 +245,29 @@ class Store:
         return len(self.record_ids)
 
     def __repr__(self) -> str:
-        return f"<Store {self.run_dir} | {len(self)} records>"
+        return f"<Store {self.root} | {len(self)} records>"
+
+    def path(self, record_id: str) -> Path:
+        """The file of a record (whether or not it exists yet)."""
+        return self.root / f"{record_id}.h5"
 
     def open(self, record_id: str) -> RecordReader:
-        return RecordReader(record_path(self.run_dir, record_id))
+        return RecordReader(self.path(record_id))
+
+    def check_sample_rate(self, rate: float, record_ids=None) -> None:
+        """Raise :class:`StoreError` unless every record is stored at ``rate`` Hz (the rate a
+        model expects)."""
+        ids = self.record_ids if record_ids is None else record_ids
+        other = {}
+        for rid in ids:
+            with self.open(rid) as reader:
+                if abs(reader.sample_rate - rate) > 1e-6:
+                    other[rid] = reader.sample_rate
+        if other:
+            rates = ", ".join(f"{r:g}" for r in sorted(set(other.values())))
+            raise StoreError(f"{self.root}: records {sorted(other)[:5]} were preprocessed at "
+                             f"{rates} Hz but the encoder expects {rate:g} Hz; preprocess them "
+                             f"again with sample_rate: {rate:g} into a new run directory.")
 
     def __iter__(self):
         for rid in self.record_ids:

@@ -1,4 +1,5 @@
-"""Encoders: the SleepFM tokenizer, channel pooling and temporal transformer, and a registry by name."""
+"""Models know tensors, not files: the SleepFM encoder family, its registry, and the heads."""
+from .factory import ARCHITECTURES, ENCODERS, create_encoder, list_encoders, register_encoder
 from .sleepfm import (
     ChannelAttentionPool,
     ConvTokenizer,
@@ -7,17 +8,16 @@ from .sleepfm import (
     SleepFMOutput,
     TemporalTransformer,
     count_parameters,
-    create_encoder,
     fuse_modalities,
-    list_encoders,
     pool_epochs,
     pool_windows,
-    register_encoder,
 )
 
 __all__ = [
+    "ARCHITECTURES",
     "ChannelAttentionPool",
     "ConvTokenizer",
+    "ENCODERS",
     "SleepFMConfig",
     "SleepFMEncoder",
     "SleepFMOutput",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -32,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..channels import MODALITIES
-from ..registry import Registry
+from ..exceptions import InvalidParameterError
+from .factory import register_architecture, register_encoder
 
 __all__ = [
     "SleepFMConfig",
@@ -42,12 +42,9 @@ __all__ = [
     "ChannelAttentionPool",
     "TemporalTransformer",
     "count_parameters",
-    "create_encoder",
     "fuse_modalities",
-    "list_encoders",
     "pool_epochs",
     "pool_windows",
-    "register_encoder",
 ]
 
 
@@ -133,11 +130,12 @@ class SleepFMConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SleepFMConfig:
-        """Rebuild a config from :meth:`to_dict` output (unknown keys raise ``ValueError``)."""
+        """Rebuild a config from :meth:`to_dict` output (unknown keys raise
+        :class:`~sleepfm.exceptions.InvalidParameterError`)."""
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"Unknown SleepFMConfig field(s) {unknown}. Valid fields are: {', '.join(known)}."
             )
         return cls(**dict(data))
@@ -145,42 +143,42 @@ class SleepFMConfig:
     def _validate(self) -> None:
         bad = [m for m in self.modalities if m not in MODALITIES]
         if bad or not self.modalities or len(set(self.modalities)) != len(self.modalities):
-            raise ValueError(
+            raise InvalidParameterError(
                 f"modalities must be distinct names from {MODALITIES}, got {self.modalities}."
             )
         n = len(self.conv_channels)
         if n == 0 or len(self.conv_kernels) != n or len(self.conv_strides) != n:
-            raise ValueError(
+            raise InvalidParameterError(
                 "conv_channels, conv_kernels and conv_strides need one entry per layer and the same "
                 f"length; got {len(self.conv_channels)}, {len(self.conv_kernels)} and "
                 f"{len(self.conv_strides)}."
             )
         if self.conv_channels[-1] != self.embed_dim:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The last tokenizer layer must output embed_dim={self.embed_dim} channels, "
                 f"got conv_channels[-1]={self.conv_channels[-1]}."
             )
         if min(self.conv_kernels) < 1 or min(self.conv_strides) < 1:
-            raise ValueError("conv_kernels and conv_strides must be positive.")
+            raise InvalidParameterError("conv_kernels and conv_strides must be positive.")
         if min(self.conv_lengths()) < 1:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"The tokenizer shrinks {self.samples_per_token} samples below one position "
                 f"(lengths {self.conv_lengths()}); use smaller strides or longer tokens."
             )
         for name in ("pool_heads", "num_heads"):
             heads = getattr(self, name)
             if heads < 1 or self.embed_dim % heads:
-                raise ValueError(f"embed_dim={self.embed_dim} must be divisible by {name}={heads}.")
+                raise InvalidParameterError(f"embed_dim={self.embed_dim} must be divisible by {name}={heads}.")
         if (self.embed_dim // self.num_heads) % 2:
-            raise ValueError(
+            raise InvalidParameterError(
                 "Rotary position embeddings need an even head dimension; "
                 f"embed_dim / num_heads = {self.embed_dim // self.num_heads}."
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+            raise InvalidParameterError(f"dropout must be in [0, 1), got {self.dropout}.")
         for name in ("depth", "ffn_dim", "context_tokens", "tokens_per_epoch"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise InvalidParameterError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,6 +442,7 @@ class SleepFMOutput(NamedTuple):
     fused: Tensor
 
 
+@register_architecture("SleepFMEncoder")
 class SleepFMEncoder(nn.Module):
     """Multi-modal PSG encoder: one tokenizer + channel pool + temporal transformer per modality.
 
@@ -466,6 +465,8 @@ class SleepFMEncoder(nn.Module):
     >>> out.fused.shape, pool_epochs(out.fused).shape
     (torch.Size([2, 60, 32]), torch.Size([2, 10, 32]))
     """
+
+    config_class = SleepFMConfig
 
     def __init__(self, config: SleepFMConfig | None = None) -> None:
         super().__init__()
@@ -590,30 +591,6 @@ class SleepFMEncoder(nn.Module):
             raise ValueError(f"All modalities must share batch size and length; got {listed}.")
         return mask
 
-    @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, *, device: str | torch.device = "cpu"
-    ) -> SleepFMEncoder:
-        """Load an encoder (in eval mode) saved by :meth:`save_pretrained`.
-
-        See :func:`sleepfm.checkpoint.load_checkpoint`, which also returns the checkpoint's metadata.
-        """
-        from ..checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(path, device=device)
-        return model
-
-    def save_pretrained(
-        self, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None
-    ) -> None:
-        """Save weights and config to the directory ``path``.
-
-        See :func:`sleepfm.checkpoint.save_checkpoint`.
-        """
-        from ..checkpoint import save_checkpoint
-
-        save_checkpoint(self, path, metadata=metadata)
-
 
 # --------------------------------------------------------------------------------------------------
 # Pooling helpers
@@ -678,31 +655,8 @@ def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# Registry
+# Registered constructors
 # --------------------------------------------------------------------------------------------------
-ENCODERS = Registry("encoder")
-register_encoder = ENCODERS.register
-list_encoders = ENCODERS.names
-
-
-def create_encoder(name: str, **overrides: Any) -> nn.Module:
-    """Build a registered encoder, overriding any of its config fields.
-
-    Parameters
-    ----------
-    name : str
-        A name from :func:`list_encoders`.
-    **overrides
-        :class:`SleepFMConfig` fields to change, e.g. ``modalities=("BAS", "RESP")``.
-
-    Raises
-    ------
-    ValueError
-        Unknown name (the message lists the known ones) or an invalid config field.
-    """
-    return ENCODERS.create(name, **overrides)
-
-
 _TINY: dict[str, Any] = dict(
     embed_dim=32, conv_channels=(8, 8, 16, 16, 32, 32), pool_heads=4, num_heads=4, ffn_dim=64
 )

@@ -1,0 +1,206 @@
+"""Encoders and heads as artefacts of the one checkpoint format (:mod:`sleepfm.checkpoint`).
+
+An encoder artefact records its architecture and config, so :func:`load_encoder` rebuilds any
+registered model family; a head artefact records, per component (``staging``, ``events``,
+``sleep``, ``ahi``, ``window``), the head's registry name, options and fitted values, with the
+tensors stored as ``<component>.<name>``. A head fine-tuned end to end keeps its encoder as a
+nested encoder artefact in ``encoder/``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import read_artifact, save_artifact, write_artifact
+from .exceptions import InvalidParameterError, StoreError
+from .models import ARCHITECTURES, count_parameters
+from .models.heads import WindowStagingNet, head_from_state
+
+logger = logging.getLogger(__name__)
+
+ENCODER_SUBDIR = "encoder"
+
+
+def _encoder_parts(model: nn.Module, metadata: Mapping[str, Any] | None):
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper
+    arch = type(model).__name__
+    if arch not in ARCHITECTURES or not isinstance(model, ARCHITECTURES[arch]):
+        raise TypeError(f"save_encoder supports {', '.join(ARCHITECTURES.names())}, got "
+                        f"{type(model).__name__}.")
+    record = {"architecture": arch, "config": model.config.to_dict(),
+              "modalities": list(model.config.modalities),
+              "num_parameters": count_parameters(model), "metadata": dict(metadata or {})}
+    return model.state_dict(), record
+
+
+def save_encoder(model: nn.Module, directory: str | os.PathLike, *,
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save an encoder's weights and config to ``directory`` (safetensors + JSON, atomically).
+
+    Parameters
+    ----------
+    model : SleepFMEncoder or another registered architecture
+        The encoder (a ``torch.compile`` wrapper around one is unwrapped).
+    directory : path-like
+        Target directory; created, or replaced if it already holds an artefact.
+    metadata : dict, optional
+        JSON-serialisable free-form information stored under ``"metadata"``, e.g.
+        ``{"training_data": {"records": 1200}, "objective": "loo_contrastive"}``.
+
+    Returns
+    -------
+    Path
+        The artefact directory.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a registered architecture, or ``metadata`` is not JSON-serialisable.
+    StoreError
+        ``directory`` is a file or a directory holding other files.
+
+    Examples
+    --------
+    >>> save_encoder(create_encoder("sleepfm_tiny"), "runs/demo/checkpoints/encoder")
+    PosixPath('runs/demo/checkpoints/encoder')
+    """
+    state, record = _encoder_parts(model, metadata)
+    save_artifact(directory, state, record, kind="encoder")
+    logger.info("saved %s (%d parameters) to %s", record["architecture"],
+                record["num_parameters"], directory)
+    return Path(directory)
+
+
+def load_encoder(directory: str | os.PathLike, *,
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load an encoder saved by :func:`save_encoder`, in eval mode.
+
+    Parameters
+    ----------
+    directory : path-like
+        The encoder artefact (e.g. ``RUN_DIR/checkpoints/encoder``).
+    device : str or torch.device, default="cpu"
+        Where to put the model.
+
+    Returns
+    -------
+    model : nn.Module
+        The rebuilt encoder, in eval mode.
+    record : dict
+        The artefact's ``config.json``: ``config``, ``modalities``, ``num_parameters``,
+        ``sleepfm_version``, ``torch_version``, ``created``, ``weights_sha256``, ``metadata``...
+
+    Raises
+    ------
+    StoreError
+        Missing or corrupt files, an unknown format, kind or architecture, or weights that do not
+        match the config; the message names the file and what to do. Nothing is unpickled.
+
+    Examples
+    --------
+    >>> encoder, record = load_encoder("runs/demo/checkpoints/encoder")
+    """
+    directory = Path(directory)
+    tensors, record = read_artifact(directory, kind="encoder")
+    config_path = directory / "config.json"
+    arch = record.get("architecture")
+    if arch not in ARCHITECTURES:
+        raise StoreError(f"{config_path} names architecture {arch!r}; known architectures: "
+                         f"{', '.join(ARCHITECTURES.names())}. Upgrade sleepfm or re-save it.")
+    model_cls = ARCHITECTURES[arch]
+    try:
+        config = model_cls.config_class.from_dict(record["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"{config_path} holds an invalid config: {err}") from None
+    model = model_cls(config)
+    _check_state(model, tensors, directory / "model.safetensors")
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), record
+
+
+def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)}, config {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
+        raise StoreError(f"The weights in {path} do not match the config in config.json: tensors "
+                         + ", ".join(parts) + ". Save the model again, or fix the config to the "
+                         "one it was trained with.")
+
+
+def save_heads(directory: str | os.PathLike, components: Mapping[str, Any], info: Mapping[str, Any],
+               *, extra: Callable[[Path], None] | None = None,
+               encoder_metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save fitted heads as one head artefact (atomically, with whatever ``extra`` adds).
+
+    Parameters
+    ----------
+    directory : path-like
+        ``RUN_DIR/heads/<task>``.
+    components : dict of str to head
+        Fitted heads with ``get_state()`` (e.g. ``{"staging": StagingHead}``); a
+        :class:`WindowStagingNet` brings its encoder, saved in ``encoder/``.
+    info : dict
+        JSON-able description (task, mode, classes, embedding, encoder id, split…).
+    extra : callable, optional
+        ``extra(tmp_dir)`` writes more files into the artefact before it is swapped in.
+    encoder_metadata : dict, optional
+        Metadata of the nested encoder of a :class:`WindowStagingNet`.
+    """
+    tensors, metas, nets = {}, {}, []
+    for name, head in components.items():
+        t, meta = head.get_state()
+        tensors.update({f"{name}.{k}": v for k, v in t.items()})
+        metas[name] = meta
+        if isinstance(head, WindowStagingNet):
+            nets.append(head)
+
+    def add(tmp: Path) -> None:
+        for net in nets:
+            write_artifact(tmp / ENCODER_SUBDIR, *_encoder_parts(net.encoder, encoder_metadata),
+                           kind="encoder")
+        if extra is not None:
+            extra(tmp)
+
+    return save_artifact(directory, tensors, {**info, "components": metas}, kind="head", extra=add)
+
+
+def load_heads(directory: str | os.PathLike, *,
+               device: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Heads saved by :func:`save_heads`: ``({component: head}, record)``.
+
+    Raises
+    ------
+    StoreError
+        As :func:`load_encoder`, plus a component whose head is unknown or whose weights do not
+        fit it.
+    """
+    directory = Path(directory)
+    tensors, record = read_artifact(directory, kind="head")
+    heads = {}
+    for name, meta in record.get("components", {}).items():
+        part = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        encoder = None
+        if meta.get("head") == WindowStagingNet.head_name:
+            encoder, _ = load_encoder(directory / ENCODER_SUBDIR, device=device)
+        try:
+            heads[name] = head_from_state(part, meta, encoder=encoder)
+        except (InvalidParameterError, KeyError, RuntimeError, StoreError, ValueError) as err:
+            raise StoreError(f"{directory / 'config.json'}: component {name!r} cannot be rebuilt "
+                             f"({err}); train the head again with this sleepfm.") from None
+    return heads, record

@@ -1,0 +1,52 @@
+"""Encoders by name (``create_encoder("sleepfm_base")``) and architectures by class name.
+
+A model family file registers its constructors with :func:`register_encoder` and its model class
+with :func:`register_architecture`; a saved encoder names its architecture, so
+:func:`sleepfm.artifacts.load_encoder` can rebuild any registered family.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..exceptions import InvalidParameterError
+from ..registry import Registry
+
+ENCODERS = Registry("encoder")
+ARCHITECTURES = Registry("architecture")
+register_encoder = ENCODERS.register
+register_architecture = ARCHITECTURES.register
+list_encoders = ENCODERS.names
+
+
+def create_encoder(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered encoder, overriding any of its config fields.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_encoders`.
+    **overrides
+        Config fields to change, e.g. ``modalities=("BAS", "RESP")``.
+
+    Returns
+    -------
+    nn.Module
+        A randomly initialised encoder.
+
+    Raises
+    ------
+    InvalidParameterError
+        Unknown name (the message lists the known ones) or an invalid config field.
+
+    Examples
+    --------
+    >>> encoder = create_encoder("sleepfm_tiny", modalities=("BAS", "RESP"))
+    """
+    build = ENCODERS[name]
+    try:
+        return build(**overrides)
+    except TypeError as err:  # a config value of the wrong type
+        raise InvalidParameterError(f"encoder {name!r}: invalid overrides {overrides}: {err}") \
+            from None

@@ -1,0 +1,53 @@
+"""Heads on 30 s epoch embeddings: staging, event detection, AHI, and the end-to-end staging net.
+
+- :class:`LinearProbe` and :class:`MLPHead` classify each epoch on its own (``MLPHead`` is also
+  the distilled student: ``fit`` accepts soft targets ``[n_epochs, n_classes]``).
+- :class:`StagingHead` is SleepFM's 2-layer LSTM over the sequence of a night's epochs
+  (:class:`LSTMStagingNet`); it trains on random crops of nights and predicts whole nights.
+- :class:`EventHead` detects several binary events per epoch (apnea/hypopnea, arousal,
+  desaturation); :class:`AHIRegressor` turns its apnea/hypopnea probabilities into an AHI.
+- :class:`WindowStagingNet` is the encoder itself with an LSTM on top, trained end to end.
+
+Weights and options are saved with ``get_state()`` (tensors for safetensors + a JSON-able dict)
+and restored with :func:`head_from_state`; nothing is pickled.
+"""
+from torch import nn
+
+from .ahi import AHIRegressor, expected_event_rate
+from .base import HEADS, STATE_VERSION, BaseHead, create_head, list_heads, register_head
+from .events import EventHead
+from .nets import EpochMLP, LSTMStagingNet, WindowStagingNet
+from .staging import LinearProbe, MLPHead, StagingHead
+
+
+def head_from_state(tensors: dict, meta: dict, *, encoder: nn.Module | None = None):
+    """Rebuild a fitted head from its ``get_state()`` output, dispatching on its saved name.
+
+    ``encoder`` is the (fine-tuned) encoder a :class:`WindowStagingNet` is built around.
+    """
+    name = meta.get("head")
+    if name == WindowStagingNet.head_name:
+        return WindowStagingNet.from_state(tensors, meta, encoder)
+    if name == AHIRegressor.head_name:
+        return AHIRegressor.from_state(tensors, meta)
+    return HEADS[name].from_state(tensors, meta)
+
+
+__all__ = [
+    "AHIRegressor",
+    "BaseHead",
+    "EpochMLP",
+    "EventHead",
+    "HEADS",
+    "LSTMStagingNet",
+    "LinearProbe",
+    "MLPHead",
+    "STATE_VERSION",
+    "StagingHead",
+    "WindowStagingNet",
+    "create_head",
+    "expected_event_rate",
+    "head_from_state",
+    "list_heads",
+    "register_head",
+]

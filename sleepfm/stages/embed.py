@@ -1,0 +1,173 @@
+"""``sleepfm embed``: every record of the run's store → ``RUN_DIR/embeddings/<record_id>.h5``.
+
+A night is cut into windows of the encoder's context (5 minutes); the last window is aligned to
+the record's end (overlapping its neighbour) so every 5 s token gets an embedding from a full
+context. Windows of consecutive records share batches, a DataLoader reads ahead from the store,
+and a record's tokens are only held until the record is complete, so memory depends on the batch
+size, never on the night's length. The file layout is :mod:`sleepfm.io.embeddings`.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..artifacts import load_encoder
+from ..channels import MODALITIES
+from ..checkpoint import artifact_id
+from ..config import EmbedConfig, load_config
+from ..data import CoverWindows
+from ..io.embeddings import write_embeddings
+from ..rundir import RunDir
+from ..utils import progress_bar
+
+logger = logging.getLogger(__name__)
+
+
+class _Accumulator:
+    """Collects one record's tokens window by window; complete when every window arrived."""
+
+    def __init__(self, n_tokens: int, n_windows: int, dim: int):
+        self.tokens: dict[str, np.ndarray] = {}
+        self.present: dict[str, bool] = {}
+        self.n_tokens, self.remaining, self.dim = n_tokens, n_windows, dim
+
+    def add(self, name: str, first_token: int, tokens: np.ndarray, present: bool) -> None:
+        if name not in self.tokens:
+            self.tokens[name] = np.zeros((self.n_tokens, self.dim), dtype=np.float32)
+        self.tokens[name][first_token:first_token + len(tokens)] = tokens
+        self.present[name] = self.present.get(name, False) or present
+
+
+def summarise_tokens(tokens: np.ndarray, *, tokens_per_epoch: int = 6,
+                     tokens_per_window: int = 60) -> dict[str, np.ndarray]:
+    """Epoch (30 s), window (5 min) and night means of ``[n_tokens, D]`` tokens.
+
+    Trailing tokens that do not fill an epoch are left out of epochs; the last window may be
+    partial.
+    """
+    n_epochs = len(tokens) // tokens_per_epoch
+    epochs = tokens[: n_epochs * tokens_per_epoch].reshape(n_epochs, tokens_per_epoch, -1).mean(1)
+    n_win = -(-len(tokens) // tokens_per_window)
+    windows = np.stack([tokens[k * tokens_per_window:(k + 1) * tokens_per_window].mean(0)
+                        for k in range(n_win)])
+    return {"epoch": epochs, "window": windows, "night": tokens.mean(0)}
+
+
+def _levels(acc: _Accumulator, cfg, keep_tokens: bool) -> tuple[dict, list[str]]:
+    present = [m for m in MODALITIES if acc.present.get(m)]
+    named = {m: acc.tokens[m] for m in present}
+    named["fused"] = np.stack([named[m] for m in present]).mean(0)
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    for name, tok in named.items():
+        parts = summarise_tokens(tok, tokens_per_epoch=cfg.tokens_per_epoch,
+                                 tokens_per_window=cfg.context_tokens)
+        if keep_tokens:
+            parts["token"] = tok
+        for level, arr in parts.items():
+            arrays.setdefault(level, {})[name] = arr
+    return arrays, present
+
+
+def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
+          progress: bool = False, **overrides) -> dict[str, str]:
+    """Embed every record of the run's store into ``RUN_DIR/embeddings``; resumable.
+
+    Parameters
+    ----------
+    run_dir : path-like or RunDir
+        A run directory after ``sleepfm preprocess`` (and ``pretrain``).
+    config : EmbedConfig, dict or YAML path, optional
+        Settings (``batch_size``, ``device``, ``num_workers``, ``keep_tokens``, ``overwrite``);
+        ``**overrides`` replace single fields.
+    checkpoint : path-like, optional
+        Encoder artefact (default ``RUN_DIR/checkpoints/encoder``).
+    progress : bool, default=False
+        Show a progress bar.
+
+    Returns
+    -------
+    dict
+        ``{record_id: "ok" | "skipped" | reason}``; records with none of the encoder's
+        modalities are reported (logged as ``SKIPPED``) and left out.
+
+    Raises
+    ------
+    StoreError
+        No store, no encoder, or records stored at another rate than the encoder's.
+
+    Examples
+    --------
+    >>> status = embed("runs/demo", batch_size=32)
+    """
+    config = load_config(EmbedConfig, config, **overrides)
+    run = RunDir(run_dir)
+    store = run.store()
+    ckpt_dir = checkpoint if checkpoint is not None else run.encoder_dir
+    run.encoder_record(ckpt_dir)  # a missing encoder names the stage to run first
+    encoder, record = load_encoder(ckpt_dir, device=config.device)
+    cfg = encoder.config
+    ckpt_id = artifact_id(record)
+    token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
+    store.check_sample_rate(cfg.sampling_rate)
+    run.embeddings_dir.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    readers = []
+    for rid in store.record_ids:
+        out = run.embedding_file(rid)
+        if not config.overwrite and out.is_file():
+            with h5py.File(out, "r") as f:
+                if f.attrs.get("checkpoint_id") == ckpt_id:
+                    status[rid] = "skipped"
+                    continue
+        reader = store.open(rid)
+        if not any(m in reader.channels for m in cfg.modalities):
+            status[rid] = (f"no channel of the encoder's modalities {list(cfg.modalities)} "
+                           f"(record has {reader.modalities})")
+        elif reader.duration_s < token_s:
+            status[rid] = f"shorter than one {token_s:g} s token"
+        else:
+            readers.append(reader)
+            continue
+        logger.error("SKIPPED %s: %s", rid, status[rid])
+    dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
+    n_windows = Counter(w.record for w in dataset.windows)
+    accs = {k: _Accumulator(int(r.duration_s // token_s), n_windows[k], cfg.embed_dim)
+            for k, r in enumerate(readers)}
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
+                        collate_fn=CoverWindows.collate, num_workers=config.num_workers)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                if str(config.device).startswith("cuda") else contextlib.nullcontext())
+    attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id, "token_s": token_s,
+             "epoch_s": token_s * cfg.tokens_per_epoch, "window_s": window_s,
+             "encoder_config": cfg.to_dict()}
+    with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
+        for batch in loader:
+            x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
+            mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
+            with autocast:
+                out = encoder(x, mask)
+            for b, i in enumerate(batch["index"]):
+                w = dataset.windows[i]
+                acc = accs[w.record]
+                first = int(round(w.start_s / token_s)) + w.keep_from
+                for m, tok in out.tokens.items():
+                    acc.add(m, first, tok[b, w.keep_from:].float().cpu().numpy(),
+                            bool(out.present[m][b]))
+                acc.remaining -= 1
+                if acc.remaining == 0:
+                    rid = readers[w.record].record_id
+                    arrays, present = _levels(acc, cfg, config.keep_tokens)
+                    write_embeddings(run.embedding_file(rid), arrays,
+                                     {"record_id": rid, "modalities": present, **attrs})
+                    status[rid] = "ok"
+                    del accs[w.record]
+            bar.update(len(batch["index"]))
+    run.record_stage("embed", {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id,
+                               "config": config.to_dict(), "records": status})
+    return status

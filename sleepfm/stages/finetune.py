@@ -1,0 +1,279 @@
+"""``sleepfm finetune``: a staging or events head on a run's embeddings → ``RUN_DIR/heads/<task>``.
+
+The 30 s epoch embeddings and labels of every record that has both are split by *subject* (the
+split is saved in the head artefact as ``split.json`` and reused by ``sleepfm evaluate``); a label
+fraction or a few-shot subset of the training subjects is kept; the head is trained and saved as
+an artefact (:func:`sleepfm.artifacts.save_heads`).
+
+Modes
+-----
+``lstm``      :class:`~sleepfm.models.heads.StagingHead` (SleepFM's 2-layer LSTM over the night)
+              on frozen embeddings.
+``linear``    :class:`~sleepfm.models.heads.LinearProbe` on frozen embeddings.
+``fewshot``   the LSTM head trained on ``shots`` nights (``shot_unit="nights"``) or ``shots``
+              labelled epochs per class (``shot_unit="epochs"``).
+``finetune``  the whole encoder, unfrozen, from the HDF5 store: encoder → 30 s epoch pooling →
+              LSTM over the 10 epochs of each 5-minute window, started from the run's encoder
+              (:class:`~sleepfm.train.StagingFinetuneModule`, Lightning). Staging only. The
+              fine-tuned encoder is saved inside the head (``heads/staging/encoder/``).
+
+The events task predicts, per epoch, apnea/hypopnea, arousal and desaturation
+(:class:`~sleepfm.models.heads.EventHead`), a sleep/wake probe for the hours of sleep, and per
+night the AHI (:class:`~sleepfm.models.heads.AHIRegressor`, events per hour of *predicted* sleep)
+and its severity grade.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from ..artifacts import load_encoder, save_heads
+from ..config import FinetuneConfig, load_config
+from ..data import LabelledWindows
+from ..exceptions import LabelError
+from ..models.heads import AHIRegressor, EventHead, LinearProbe, StagingHead, WindowStagingNet
+from ..rundir import RunDir
+from ..splits import (check_split, few_shot, few_shot_epochs, label_fraction, make_split,
+                      read_split, write_split)
+from ..train import StagingFinetuneModule
+from ..utils import verbose_scope
+from ..vocab import EVENT_NAMES, SCHEMES
+from .task_data import TaskData, load_task_data
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` trained: the heads, where they are saved, the split and the data."""
+
+    task: str
+    mode: str
+    directory: Path
+    heads: dict
+    split: dict
+    train_records: list[str]
+    val_score: float | None
+    info: dict
+
+    def __repr__(self) -> str:
+        score = "" if self.val_score is None else f", val score {self.val_score:.3f}"
+        return (f"<FinetuneResult {self.task}/{self.mode} | {len(self.train_records)} training "
+                f"nights, {len(self.split['test'])} test nights{score} → {self.directory}>")
+
+
+def _head_options(config: FinetuneConfig, keys=("epochs", "lr")) -> dict:
+    """The head options the config sets (unset ones keep the head's defaults)."""
+    opts = {"seed": config.seed, "device": config.device}
+    opts.update({k: getattr(config, k) for k in keys if getattr(config, k)})
+    return opts
+
+
+def _staging_head(config: FinetuneConfig, n_classes: int):
+    if config.mode == "linear":
+        return LinearProbe(n_classes=n_classes, **_head_options(config))
+    return StagingHead(n_classes=n_classes, bidirectional=config.bidirectional,
+                       **_head_options(config, ("epochs", "lr", "hidden")))
+
+
+def _fit_events(data: TaskData, train: list[int], val: list[int], config: FinetuneConfig):
+    """Event head, sleep/wake probe and AHI calibration on the training (+ validation) nights."""
+    head = EventHead(events=EVENT_NAMES, arch="mlp" if config.mode == "linear" else "lstm",
+                     bidirectional=config.bidirectional,
+                     **_head_options(config, ("epochs", "hidden", "lr")))
+    X_train = [data.X[i] for i in train]
+    X_val = [data.X[i] for i in val] or None
+    y_val = [data.y[i] for i in val] or None
+    head.fit(X_train, [data.y[i] for i in train], X_val=X_val, y_val=y_val)
+    sleep_y = [np.where(data.stages[i] >= 0, (data.stages[i] >= 1).astype(np.int64), -1)
+               for i in train]
+    sleep = LinearProbe(n_classes=2, seed=config.seed).fit(X_train, sleep_y)
+    fit_idx = train + val
+    X_fit = [data.X[i] for i in fit_idx]
+    asleep = [np.where(p.argmax(1) == 1, 2, 0) for p in sleep.predict_proba(X_fit)]
+    ahi_fit = data.ahi[fit_idx]
+    ok = np.isfinite(ahi_fit)
+    reg = AHIRegressor()
+    proba = head.predict_proba(X_fit)
+    try:
+        reg.fit([p for p, k in zip(proba, ok) if k], ahi_fit[ok],
+                stages=[s for s, k in zip(asleep, ok) if k])
+    except ValueError:
+        # Too few nights to calibrate: the raw expected event rate (slope 1, intercept 0).
+        logger.warning("AHI calibration needs >= 2 nights with differing event rates; using the "
+                       "raw event rate")
+        reg.coef_, reg.n_nights_ = np.array([1.0, 0.0]), int(ok.sum())
+    val_score = head.score(X_val, y_val) if X_val is not None else None
+    return {"events": head, "sleep": sleep, "ahi": reg}, head.history_, val_score
+
+
+def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[int],
+                      config: FinetuneConfig, n_classes: int):
+    """Fine-tune the run's encoder end to end; returns (net, history)."""
+    encoder, _ = load_encoder(run.encoder_dir)
+    encoder.train()
+    cfg = encoder.config
+    window_s = cfg.context_tokens * cfg.token_seconds
+    store = run.store()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    net = WindowStagingNet(encoder, n_classes, hidden=config.hidden or 64,
+                           bidirectional=config.bidirectional)
+
+    def windows(idx):
+        return LabelledWindows([store.open(data.record_ids[i]) for i in idx],
+                               [data.y[i] for i in idx], window_s, cfg.modalities)
+
+    train_set, val_set = windows(train), windows(val)
+    if len(train_set) == 0:
+        raise LabelError(f"no training record is at least {window_s:g} s long with labels; "
+                         "full fine-tuning needs whole 5-minute windows.")
+    y_train = np.concatenate([data.y[i] for i in train])
+    counts = np.bincount(y_train[y_train >= 0], minlength=n_classes)
+    weight = np.where(counts > 0, counts.sum() / (max((counts > 0).sum(), 1) * np.maximum(counts, 1)),
+                      0.0)
+    module = StagingFinetuneModule(net, lr=config.lr or 1e-4, class_weight=weight)
+
+    def loader(dataset, shuffle):
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=config.batch_size, shuffle=shuffle,
+            collate_fn=LabelledWindows.collate,
+            generator=torch.Generator().manual_seed(config.seed) if shuffle else None)
+
+    log_dir = run.log_dir("finetune_staging")
+    shutil.rmtree(log_dir, ignore_errors=True)  # this run's curve only
+    trainer = L.Trainer(max_epochs=config.epochs or 3,
+                        accelerator="cpu" if config.device == "cpu" else "auto", devices=1,
+                        logger=CSVLogger(log_dir.parent, name=log_dir.name, version=""),
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0)
+    trainer.fit(module, train_dataloaders=loader(train_set, True),
+                val_dataloaders=loader(val_set, False) if len(val_set) else None)
+    net.eval()
+    history = []
+    metrics_csv = log_dir / "metrics.csv"
+    if metrics_csv.is_file():
+        m = pd.read_csv(metrics_csv)
+        for epoch, g in m.groupby("epoch"):
+            rec = {"epoch": int(epoch)}
+            if "train/loss" in g:
+                rec["loss"] = float(g["train/loss"].dropna().mean())
+            if "val/macro_f1" in g and g["val/macro_f1"].notna().any():
+                rec["val_score"] = float(g["val/macro_f1"].dropna().iloc[-1])
+            history.append(rec)
+    return net, history
+
+
+def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None = None, *,
+             split=None, verbose=None, **overrides) -> FinetuneResult:
+    """Train a staging or events head on a run's embeddings; save it to ``RUN_DIR/heads/<task>``.
+
+    Parameters
+    ----------
+    run_dir : path-like or RunDir
+        Run directory after ``sleepfm embed`` (after ``pretrain`` for ``mode="finetune"``).
+    task : {"staging", "events"}, default="staging"
+    config : FinetuneConfig, dict or YAML path, optional
+        Settings; ``**overrides`` replace single fields (e.g. ``mode="linear"``).
+    split : dict or path-like, optional
+        A split to reuse (e.g. another run's ``split.json``); by default a new subject-level
+        split is made from ``config.seed``, ``test_size`` and ``val_size``.
+    verbose : bool, str or int, optional
+        Logging level for this call.
+
+    Returns
+    -------
+    FinetuneResult
+
+    Raises
+    ------
+    LabelError
+        Missing or mismatched label files (see :func:`~sleepfm.stages.task_data.load_task_data`),
+        too few subjects.
+    StoreError
+        No embeddings or no encoder (``finetune`` mode).
+    InvalidParameterError
+        Settings that do not fit together or the task.
+
+    Examples
+    --------
+    >>> result = finetune("runs/demo", "staging", mode="lstm")
+    >>> result.directory
+    PosixPath('runs/demo/heads/staging')
+    """
+    config = load_config(FinetuneConfig, config, **overrides)
+    config.validate(task)
+    run = RunDir(run_dir)
+    with verbose_scope(verbose):
+        end_to_end = task == "staging" and config.mode == "finetune"
+        data = load_task_data(run, task, embedding=config.embedding, scheme=config.scheme,
+                              skip_unlabelled=config.skip_unlabelled,
+                              with_embeddings=not end_to_end or run.embeddings_dir.is_dir())
+        if split is None:
+            split = make_split(data.record_ids, data.subjects, test_size=config.test_size,
+                               val_size=config.val_size, seed=config.seed)
+        elif not isinstance(split, dict):
+            split = read_split(split)
+        used = set(split["train"] + split["val"] + split["test"])
+        split = {**split, "subjects": {r: s for r, s in zip(data.record_ids, data.subjects)
+                                       if r in used}}
+        train, val = data.index(split["train"]), data.index(split["val"])
+        data.index(split["test"])
+        check_split(split)
+        subjects = np.asarray(data.subjects)
+        y_train = [data.y[i] for i in train]
+        if config.mode == "fewshot" and config.shot_unit == "nights":
+            train = list(few_shot(train, subjects, config.shots, seed=config.seed))
+            y_train = [data.y[i] for i in train]
+        elif config.mode == "fewshot":
+            y_train = few_shot_epochs(y_train, config.shots, seed=config.seed)
+        elif config.label_fraction < 1.0:
+            train = list(label_fraction(train, subjects, config.label_fraction, seed=config.seed))
+            y_train = [data.y[i] for i in train]
+        n_classes = len(SCHEMES[config.scheme])
+        if end_to_end:
+            net, history = _finetune_encoder(run, data, train, val, config, n_classes)
+            components = {"window": net}
+            val_score = history[-1].get("val_score") if history else None
+        elif task == "staging":
+            X_val = [data.X[i] for i in val] or None
+            y_val = [data.y[i] for i in val] or None
+            head = _staging_head(config, n_classes).fit([data.X[i] for i in train], y_train,
+                                                        X_val=X_val, y_val=y_val)
+            components = {"staging": head}
+            history = head.history_
+            val_score = head.score(X_val, y_val) if X_val is not None else None
+        else:
+            components, history, val_score = _fit_events(data, train, val, config)
+        info = {
+            "task": task, "mode": config.mode, "scheme": config.scheme,
+            "classes": list(SCHEMES[config.scheme]) if task == "staging" else list(EVENT_NAMES),
+            "embedding": config.embedding,
+            "encoder_checkpoint": {"path": str(run.encoder_dir), "id": data.checkpoint_id},
+            "config": config.to_dict(),
+            "split": {"file": run.split_file(task).name, "seed": split.get("seed"),
+                      **{p: len(split[p]) for p in ("train", "val", "test")}},
+            "train_records": [data.record_ids[i] for i in train],
+            "n_train_subjects": len(set(subjects[train])),
+            "skipped": data.skipped,
+            "training_curve": history,
+            "val_score": val_score,
+        }
+        out_dir = run.head_dir(task)
+        save_heads(out_dir, components, info,
+                   extra=lambda tmp: write_split(tmp / run.split_file(task).name, split),
+                   encoder_metadata={"finetuned_from": str(run.encoder_dir), "task": task})
+        run.record_stage(f"finetune_{task}", {
+            "head": str(out_dir), "mode": config.mode, "config": config.to_dict(),
+            "train_records": info["train_records"], "test_records": split["test"],
+            "val_score": val_score, "skipped": data.skipped})
+        logger.info("%s head (%s) saved to %s", task, config.mode, out_dir)
+        return FinetuneResult(task, config.mode, out_dir, components, split, info["train_records"],
+                              val_score, info)

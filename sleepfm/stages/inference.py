@@ -1,0 +1,72 @@
+"""Outputs of a trained head for records of a run: used by ``evaluate`` and ``predict``."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data import collate_windows, plan_windows
+from ..exceptions import StoreError
+from ..io.store import Store
+from ..models.heads import WindowStagingNet
+from ..vocab import EPOCH_S
+
+
+@torch.no_grad()
+def predict_store(net: WindowStagingNet, store: Store, record_ids, *,
+                  batch_size: int = 8) -> list[np.ndarray]:
+    """Stage probabilities ``[n_epochs, C]`` per record with a fine-tuned encoder, from the store.
+
+    Windows cover each record as in the embedding job (the last one end-aligned); records shorter
+    than a window are one window of their whole-epoch length.
+    """
+    cfg = net.encoder.config
+    window_s = cfg.context_tokens * cfg.token_seconds
+    per_epoch = cfg.tokens_per_epoch
+    net.eval()
+    out = []
+    for rid in record_ids:
+        r = store.open(rid)
+        n_epochs = int(r.duration_s // EPOCH_S)
+        proba = np.zeros((n_epochs, net.n_classes), dtype=np.float32)
+        length = min(window_s, n_epochs * EPOCH_S)
+        plan = plan_windows(n_epochs * EPOCH_S, window_s, cfg.token_seconds)
+        mods = [m for m in cfg.modalities if m in r.channels]
+        for i in range(0, len(plan), batch_size):
+            part = plan[i:i + batch_size]
+            batch = collate_windows([{"x": r.read(s, s + length, modalities=mods), "record_id": rid,
+                                      "start_s": s} for s, _ in part])
+            p = torch.softmax(net(batch["x"], batch["mask"]), -1).numpy()
+            for b, (s, keep) in enumerate(part):
+                first = int(round(s / EPOCH_S))
+                skip = keep // per_epoch
+                proba[first + skip:first + p.shape[1]] = p[b, skip:]
+        out.append(proba)
+    return out
+
+
+def head_outputs(heads: dict, record: dict, *, X=None, store: Store | None = None,
+                 record_ids=None) -> dict:
+    """Per-record outputs of saved heads (``record`` is the head artefact's ``config.json``).
+
+    Returns ``{"proba": [...]}`` for staging (``[n_epochs, C]`` each); for events also
+    ``"sleep"`` (predicted asleep per epoch) and ``"ahi"`` (estimated AHI per night). Heads on
+    embeddings take ``X`` (epoch embeddings per record); a head fine-tuned end to end reads
+    ``record_ids`` from ``store``.
+    """
+    if record["task"] == "staging":
+        if record["mode"] == "finetune":
+            return {"proba": predict_store(heads["window"], store, record_ids)}
+        return {"proba": heads["staging"].predict_proba(list(X))}
+    proba = heads["events"].predict_proba(list(X))
+    asleep = [p.argmax(1) == 1 for p in heads["sleep"].predict_proba(list(X))]
+    stages = [np.where(a, 2, 0) for a in asleep]
+    return {"proba": proba, "sleep": asleep, "ahi": heads["ahi"].predict(proba, stages=stages)}
+
+
+def check_encoder(record: dict, embeddings_id: str, where) -> None:
+    """Raise when embeddings were made by another encoder than the one a head was trained on."""
+    expected = record.get("encoder_checkpoint", {}).get("id")
+    if expected and embeddings_id and embeddings_id != expected:
+        raise StoreError(f"{where}: the embeddings were made by encoder {embeddings_id}, but the "
+                         f"head was trained on embeddings of {expected}; run `sleepfm embed` and "
+                         "`sleepfm finetune` again on the current encoder.")

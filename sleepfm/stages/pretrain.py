@@ -1,0 +1,213 @@
+"""``sleepfm pretrain``: self-supervised pre-training of the encoder on the run's store.
+
+Writes::
+
+    RUN_DIR/checkpoints/encoder/          best encoder (artefact: model.safetensors + config.json)
+    RUN_DIR/checkpoints/lightning/last.ckpt   full training state, for resuming after a kill
+    RUN_DIR/logs/pretrain/version_N/metrics.csv   train/val loss and learning rate per step/epoch;
+                                          each invocation (a resume too) adds a version, see
+                                          :func:`read_pretrain_metrics`
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ..artifacts import save_encoder
+from ..config import PretrainConfig, load_config
+from ..data import WindowDataModule
+from ..exceptions import InvalidParameterError, SleepFMError, StoreError
+from ..models import create_encoder
+from ..rundir import RunDir
+from ..train import PretrainModule
+from ..utils import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class _AtomicCheckpoint(ModelCheckpoint):
+    """Lightning's checkpoint, written to a temporary file and renamed: a kill while saving leaves
+    the previous ``last.ckpt`` intact."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        tmp = f"{filepath}.tmp"
+        trainer.save_checkpoint(tmp, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(tmp, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
+class _ExportBest(Callback):
+    """Export the encoder as safetensors + JSON whenever validation loss improves (or every epoch
+    when there is no validation split)."""
+
+    def __init__(self, directory: Path, metadata: dict):
+        self.directory = directory
+        self.metadata = metadata
+        self.best = math.inf
+
+    def on_validation_end(self, trainer: L.Trainer, module: PretrainModule) -> None:
+        self._maybe_export(trainer, module, trainer.callback_metrics.get("val/loss"))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: PretrainModule) -> None:
+        if not trainer.val_dataloaders:
+            self._maybe_export(trainer, module, trainer.callback_metrics.get("train/loss"))
+
+    def _maybe_export(self, trainer, module, loss) -> None:
+        if trainer.sanity_checking or loss is None or not trainer.is_global_zero:
+            return
+        loss = float(loss)
+        if loss < self.best:
+            self.best = loss
+            meta = {**self.metadata, "epoch": trainer.current_epoch, "step": trainer.global_step,
+                    "monitored_loss": loss}
+            save_encoder(module.encoder, self.directory, metadata=meta)
+
+
+def read_pretrain_metrics(run_dir) -> pd.DataFrame:
+    """Loss curves of every pre-training invocation of a run, oldest first (``version`` column).
+
+    A resumed run logs into a new version, so the curve of a killed and resumed run is the
+    concatenation (steps continue where the checkpoint left off). Empty when nothing was logged.
+    """
+    root = RunDir(run_dir).log_dir("pretrain")
+    files = sorted(root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    frames = [pd.read_csv(f).assign(version=int(f.parent.name.split("_")[1])) for f in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _check_resumable(path, hparams, ckpt_path: str | None) -> None:
+    """Record the module's settings beside ``last.ckpt``; refuse to resume under other settings
+    (the saved weights would not fit, or would silently continue a different experiment), or from
+    a file that cannot be read without unpickling code."""
+    current = json.loads(json.dumps(dict(hparams), default=str))
+    if ckpt_path:
+        try:
+            with warnings.catch_warnings():  # torch's own advice is about unpickling; not taken
+                warnings.simplefilter("ignore")
+                torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
+            raise StoreError(f"{ckpt_path} cannot be read as a training checkpoint without "
+                             f"unpickling code ({type(err).__name__}); delete it, or pass "
+                             "--restart to start again.") from None
+    if ckpt_path and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != current:
+            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise SleepFMError(f"{ckpt_path} was written with other settings ({', '.join(changed)} "
+                               "differ); pass --restart to start again, or use the original config.")
+    write_json_atomic(path, current)
+
+
+def _best(callbacks) -> float | None:
+    best = next(c.best for c in callbacks if isinstance(c, _ExportBest))
+    return best if math.isfinite(best) else None
+
+
+def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: bool = True,
+             progress: bool = True, **overrides):
+    """Pre-train an encoder on every record of the run's store; returns the exported encoder dir.
+
+    Parameters
+    ----------
+    run_dir : path-like or RunDir
+        A run directory after ``sleepfm preprocess``.
+    config : PretrainConfig, dict or YAML path, optional
+        Settings; ``**overrides`` replace single fields (e.g. ``max_epochs=2``).
+    resume : bool, default=True
+        Continue from ``checkpoints/lightning/last.ckpt`` when it exists (read with
+        ``weights_only=True``: tensors and plain values only).
+    progress : bool, default=True
+        Show Lightning's progress bar.
+
+    Returns
+    -------
+    Path
+        ``RUN_DIR/checkpoints/encoder``: the encoder with the best validation loss.
+
+    Raises
+    ------
+    StoreError
+        No store, records at another sampling rate than the encoder's, or an unreadable
+        ``last.ckpt``.
+    InvalidParameterError
+        An unknown encoder or objective, or settings Lightning rejects.
+
+    Examples
+    --------
+    >>> pretrain("runs/demo", encoder="sleepfm_tiny", max_epochs=2)
+    PosixPath('runs/demo/checkpoints/encoder')
+    """
+    config = load_config(PretrainConfig, config, **overrides)
+    run = RunDir(run_dir)
+    store = run.store()
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    encoder = create_encoder(config.encoder, **config.encoder_overrides)
+    store.check_sample_rate(encoder.config.sampling_rate)
+    module = PretrainModule(encoder.config.to_dict(), objective=config.objective,
+                            objective_kwargs=config.objective_kwargs, lr=config.lr,
+                            weight_decay=config.weight_decay, warmup_fraction=config.warmup_fraction)
+    datamodule = WindowDataModule(store, subjects=run.subjects(store.record_ids),
+                                  window_s=config.window_s, batch_size=config.batch_size,
+                                  num_workers=config.num_workers, val_fraction=config.val_fraction,
+                                  channel_dropout=config.channel_dropout,
+                                  max_channels=config.max_channels, seed=config.seed)
+    metadata = {"training": {"run_dir": str(run.path), "n_records": len(store),
+                             "records": store.record_ids, "config": config.to_dict()}}
+    callbacks = [
+        _AtomicCheckpoint(dirpath=run.lightning_dir, filename="last", monitor=None, save_top_k=1,
+                          enable_version_counter=False, every_n_epochs=1),
+        _ExportBest(run.encoder_dir, metadata),
+    ]
+    if config.val_fraction > 0 and config.patience > 0:
+        callbacks.append(EarlyStopping(monitor="val/loss", patience=config.patience, mode="min",
+                                       check_on_train_epoch_end=False))
+    try:
+        trainer = L.Trainer(
+            default_root_dir=run.path, max_epochs=config.max_epochs, max_steps=config.max_steps,
+            accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes,
+            strategy=config.strategy, precision=config.precision,
+            accumulate_grad_batches=config.accumulate, gradient_clip_val=config.grad_clip,
+            logger=CSVLogger(run.log_dir("pretrain").parent, name="pretrain",
+                             flush_logs_every_n_steps=10),
+            callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
+            log_every_n_steps=1, num_sanity_val_steps=0,
+        )
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        raise InvalidParameterError(f"the trainer settings are not usable here: {err}") from None
+    last = run.last_checkpoint
+    ckpt_path = str(last) if resume and last.is_file() else None
+    _check_resumable(run.pretrain_settings, module.hparams, ckpt_path)
+    initial_val_loss = None
+    if ckpt_path:
+        logger.info("resuming from %s", last)
+    elif config.val_fraction > 0:
+        # The untrained encoder's validation loss: the baseline pre-training has to beat.
+        datamodule.setup("validate")
+        if len(datamodule.val_set):
+            initial_val_loss = float(trainer.validate(module, datamodule=datamodule,
+                                                      verbose=False)[0]["val/loss"])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.is_global_zero:
+        if not (run.encoder_dir / "config.json").is_file():
+            save_encoder(module.encoder, run.encoder_dir, metadata=metadata)
+        run.record_stage("pretrain", {"config": config.to_dict(), "encoder": str(run.encoder_dir),
+                                      "epochs": trainer.current_epoch,
+                                      "steps": trainer.global_step,
+                                      "initial_val_loss": initial_val_loss,
+                                      "best_val_loss": _best(callbacks),
+                                      "train_records": datamodule.train_ids,
+                                      "val_records": datamodule.val_ids})
+    return run.encoder_dir
