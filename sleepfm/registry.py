@@ -43,8 +43,14 @@ class Registry:
         return sorted(n for n in self._items if fnmatch.fnmatchcase(n, pattern))
 
     def create(self, name: str, **kwargs: Any):
-        """Build the entry ``name`` with keyword options; an unknown name lists the known ones."""
-        return self[name](**kwargs)
+        """Build the entry ``name`` with keyword options; an unknown name lists the known ones,
+        options it does not take or of the wrong type are an :class:`InvalidParameterError`."""
+        build = self[name]
+        try:
+            return build(**kwargs)
+        except TypeError as err:
+            raise InvalidParameterError(f"{self.kind} {name!r}: invalid options {kwargs} "
+                                        f"({err}).") from None
 
     def __getitem__(self, name: str) -> Callable:
         if name not in self._items:

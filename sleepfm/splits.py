@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import DataWarning, LabelError, StoreError
+from .exceptions import DataWarning, InvalidParameterError, LabelError, StoreError
 from .utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -24,11 +24,11 @@ logger = logging.getLogger(__name__)
 def _subject_array(subject_ids) -> np.ndarray:
     ids = np.asarray(subject_ids)
     if ids.ndim != 1:
-        raise ValueError(
+        raise InvalidParameterError(
             f"'subject_ids' must be 1-D (one subject id per record), got shape {ids.shape}."
         )
     if ids.size == 0:
-        raise ValueError(
+        raise InvalidParameterError(
             "The cohort is empty: 'subject_ids' has no records. Pass one subject id per record."
         )
     return ids
@@ -75,7 +75,7 @@ def subject_split(
 
     Raises
     ------
-    ValueError
+    InvalidParameterError
         If the cohort is empty, a size is out of range, or there are too few subjects to give
         every requested set at least one subject.
 
@@ -88,9 +88,9 @@ def subject_split(
     ids = _subject_array(subject_ids)
     for name, size in (("test_size", test_size), ("val_size", val_size)):
         if not 0.0 <= size < 1.0:
-            raise ValueError(f"{name!r} must be a fraction in [0, 1), got {size}.")
+            raise InvalidParameterError(f"{name!r} must be a fraction in [0, 1), got {size}.")
     if test_size + val_size >= 1.0:
-        raise ValueError(
+        raise InvalidParameterError(
             f"test_size + val_size = {test_size + val_size:g} leaves no training subjects; "
             "make their sum smaller than 1."
         )
@@ -99,7 +99,7 @@ def subject_split(
     n_test = max(_round_count(test_size, n), 1) if test_size > 0 else 0
     n_val = max(_round_count(val_size, n), 1) if val_size > 0 else 0
     if n_test + n_val >= n:
-        raise ValueError(
+        raise InvalidParameterError(
             f"Too few subjects for this split: {n} subjects cannot fill train, val "
             f"({n_val}) and test ({n_test}) with at least one subject each. Add subjects, or set "
             "val_size=0 (and use cross-validation) for a tiny cohort."
@@ -121,9 +121,9 @@ def _train_subjects(train_idx, subject_ids) -> tuple[np.ndarray, np.ndarray, np.
     ids = _subject_array(subject_ids)
     train_idx = np.asarray(train_idx, dtype=np.int64)
     if train_idx.ndim != 1 or train_idx.size == 0:
-        raise ValueError("'train_idx' is empty; pass the training record indices of subject_split.")
+        raise InvalidParameterError("'train_idx' is empty; pass the training record indices of subject_split.")
     if train_idx.min() < 0 or train_idx.max() >= ids.size:
-        raise ValueError(
+        raise InvalidParameterError(
             f"'train_idx' points outside subject_ids (0..{ids.size - 1}); pass indices from "
             "subject_split on the same subject_ids."
         )
@@ -152,11 +152,11 @@ def label_fraction(train_idx, subject_ids, fraction: float, *, seed: int = 0) ->
 
     Raises
     ------
-    ValueError
+    InvalidParameterError
         If ``fraction`` is not in (0, 1] or ``train_idx`` is empty.
     """
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"'fraction' must be in (0, 1], got {fraction}; use 1.0 for all labels.")
+        raise InvalidParameterError(f"'fraction' must be in (0, 1], got {fraction}; use 1.0 for all labels.")
     ids, train_idx, train_ids = _train_subjects(train_idx, subject_ids)
     subjects = _shuffled_subjects(train_ids, seed)
     n_keep = max(_round_count(fraction, subjects.size), 1)
@@ -192,7 +192,7 @@ def few_shot(train_idx, subject_ids, k: int, *, seed: int = 0) -> np.ndarray:
     train_idx = np.unique(train_idx)
     train_ids = ids[train_idx]
     if not 1 <= k <= train_idx.size:
-        raise ValueError(
+        raise InvalidParameterError(
             f"'k' must be between 1 and the number of training nights ({train_idx.size}), got {k}."
         )
     rng = np.random.default_rng(seed)
@@ -234,7 +234,7 @@ def few_shot_epochs(y, k: int, *, seed: int = 0) -> list[np.ndarray]:
         When a class has fewer than ``k`` scored epochs (all of them are kept).
     """
     if k < 1:
-        raise ValueError(f"'k' must be at least 1, got {k}.")
+        raise InvalidParameterError(f"'k' must be at least 1, got {k}.")
     nights = [np.asarray(n) for n in y]
     if not nights:
         raise LabelError("'y' is empty; pass the label arrays of the training nights.")

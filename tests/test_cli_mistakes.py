@@ -177,3 +177,19 @@ def test_corrupt_encoder_is_one_line(world, tmp_path, capsys):
     assert main(["embed", "--run", str(world / "run"), "--checkpoint", str(encoder)]) == 2
     (line,) = _error_lines(capsys.readouterr().err)
     assert "config.json is not valid JSON" in line and "save it again" in line
+
+
+def test_more_settings_mistakes(world, capsys):
+    run = str(world / "run")
+    cases = [
+        (["pretrain", "--run", run, "--encoder", "sleepfm_tiny", "--objective-kwargs",
+          "{temperature: -1}"], "temperature must be > 0"),
+        (["pretrain", "--run", run, "--encoder", "sleepfm_tiny", "--objective-kwargs",
+          "{warmth: 1}"], "objective 'loo_contrastive': invalid options {'warmth': 1}"),
+        (["pretrain", "--run", run, "--encoder", "sleepfm_tiny", "--encoder-overrides",
+          "{embed_dim: 30}"], "embed_dim"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        (line,) = _error_lines(capsys.readouterr().err)
+        assert words in line, (argv, line)

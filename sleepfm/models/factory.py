@@ -10,7 +10,6 @@ from typing import Any
 
 from torch import nn
 
-from ..exceptions import InvalidParameterError
 from ..registry import Registry
 
 ENCODERS = Registry("encoder")
@@ -44,9 +43,4 @@ def create_encoder(name: str, **overrides: Any) -> nn.Module:
     --------
     >>> encoder = create_encoder("sleepfm_tiny", modalities=("BAS", "RESP"))
     """
-    build = ENCODERS[name]
-    try:
-        return build(**overrides)
-    except TypeError as err:  # a config value of the wrong type
-        raise InvalidParameterError(f"encoder {name!r}: invalid overrides {overrides}: {err}") \
-            from None
+    return ENCODERS.create(name, **overrides)

@@ -184,7 +184,7 @@ def create_objective(name: str, **cfg: Any) -> Objective:
 
     Raises
     ------
-    ValueError
-        Unknown name; the message lists the known ones.
+    InvalidParameterError
+        Unknown name (the message lists the known ones) or options the objective does not take.
     """
     return OBJECTIVES.create(name, **cfg)

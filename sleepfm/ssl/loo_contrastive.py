@@ -6,6 +6,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ..exceptions import InvalidParameterError
 from .base import Objective, masked_info_nce, register_objective, stack_modalities
 
 __all__ = ["LeaveOneOutContrastive"]
@@ -47,7 +48,7 @@ class LeaveOneOutContrastive(Objective):
     def __init__(self, *, temperature: float = 0.1, symmetric: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+            raise InvalidParameterError(f"temperature must be > 0, got {temperature}.")
         self.temperature = float(temperature)
         self.symmetric = bool(symmetric)
 

@@ -7,6 +7,7 @@ from itertools import combinations
 import torch
 from torch import Tensor
 
+from ..exceptions import InvalidParameterError
 from .base import Objective, masked_info_nce, register_objective, stack_modalities
 
 __all__ = ["PairwiseContrastive"]
@@ -36,7 +37,7 @@ class PairwiseContrastive(Objective):
     def __init__(self, *, temperature: float = 0.1) -> None:
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+            raise InvalidParameterError(f"temperature must be > 0, got {temperature}.")
         self.temperature = float(temperature)
 
     def compute(
