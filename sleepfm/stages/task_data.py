@@ -149,7 +149,7 @@ def load_task_data(run_dir, task: str, *, embedding: str = "fused", scheme: str 
             if not skip_unlabelled:
                 raise
             out.skipped[rid] = str(err)
-            logger.warning("SKIPPED %s: %s", rid, err)
+            logger.warning("SKIPPED %s", err)  # the reason starts with the record id
             continue
         if made_by is not None:
             encoder_ids.add(made_by)
