@@ -376,10 +376,21 @@ class PredictConfig(_Settings):
         Keep the temporary run directory (preprocessed store + embeddings) for inspection.
     probabilities : bool, default=True
         Add a ``P_<stage>`` column per class.
+    on_truncated : {'raise', 'warn'}, optional
+        Overrides the run's preprocessing setting for this recording.
+    channel_map : str, optional
+        A channel map for this recording (default: the one the run was preprocessed with).
     """
 
     keep_work_dir: bool = setting(False, "keep the temporary preprocessed store and embeddings")
     probabilities: bool = setting(True, "add a probability column per stage")
+    on_truncated: str | None = setting(
+        None, "truncated EDFs fail, or are read up to their last complete record (default: the "
+        "run's preprocessing setting)", choices=(None, "raise", "warn"),
+        const=("--allow-truncated", "warn",
+               "read a truncated EDF up to its last complete record instead of failing"))
+    channel_map: str | None = setting(None, "YAML extending the channel alias table (default: "
+                                      "the run's own)")
 
 
 @dataclass

@@ -6,6 +6,7 @@ Every stage reads what the previous one wrote and adds its own part::
     RUN/hdf5/<record>.h5, hdf5/index.h5        preprocess   128 Hz store (index links all records)
     RUN/labels/<record>.csv, .events.csv       preprocess   stages (SleepFM CSV) and events
     RUN/cohort.csv                             preprocess   record → subject (+ subject facts)
+    RUN/channel_map.yaml                       preprocess   the --channel-map the store was made with
     RUN/checkpoints/encoder/                   pretrain     the encoder artefact
     RUN/checkpoints/lightning/last.ckpt        pretrain     training state for a resume
     RUN/checkpoints/pretrain_module.json       pretrain     the settings last.ckpt was made with
@@ -21,10 +22,16 @@ command to run first.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import logging
 import os
 import platform
+import shutil
+import socket
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +42,10 @@ from .io.cohort import COHORT_NAME, read_cohort
 from .io.store import Store
 from .utils import check_option, write_json_atomic
 from .vocab import TASKS
+
+logger = logging.getLogger(__name__)
+# Run directories whose lock this process holds (a stage may run inside another, e.g. the demo).
+_HELD: dict[Path, int] = {}
 
 
 class RunDir:
@@ -83,6 +94,10 @@ class RunDir:
     @property
     def cohort_file(self) -> Path:
         return self.path / COHORT_NAME
+
+    @property
+    def channel_map_file(self) -> Path:
+        return self.path / "channel_map.yaml"
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -137,6 +152,62 @@ class RunDir:
     def report_dir(self, task: str) -> Path:
         check_option("task", task, TASKS)
         return self.path / "reports" / task
+
+    # ---- one writer at a time ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, stage: str) -> Iterator[RunDir]:
+        """Hold the run's write lock while ``stage`` writes to it.
+
+        A second writer (another process) is refused with a :class:`StoreError` naming the
+        holder. The lock is the operating system's (``flock``), so a killed holder releases it.
+        Taking it removes what killed runs left behind (:meth:`remove_stale_temporaries`).
+        """
+        self.prepare()
+        key = self.path.resolve()
+        if key in _HELD:  # already ours: a stage inside another one
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                raise StoreError(f"{self.path} is being written by {holder}; wait for it to "
+                                 "finish, or use another run directory.") from None
+            since = datetime.now().isoformat(timespec="seconds")
+            note = f"`sleepfm {stage}` (pid {os.getpid()} on {socket.gethostname()}, since {since})"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode(), 0)
+            _HELD[key] = 1
+            removed = self.remove_stale_temporaries()
+            if removed:
+                logger.info("removed %d temporary files left by killed runs", removed)
+            try:
+                yield self
+            finally:
+                del _HELD[key]
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete the temporary files and directories (``*.tmp``) of interrupted writes; returns
+        how many. Call it only while holding the lock (nobody else is writing then)."""
+        folders = [self.hdf5_dir, self.labels_dir, self.embeddings_dir, self.checkpoints_dir,
+                   self.lightning_dir, self.path / "heads", self.path / "reports", self.path]
+        folders += [d for parent in (self.path / "heads", self.path / "reports") if parent.is_dir()
+                    for d in parent.iterdir() if d.is_dir()]
+        n = 0
+        for folder in folders:
+            for p in folder.glob("*.tmp") if folder.is_dir() else ():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                n += 1
+        return n
 
     # ---- what the stages made -------------------------------------------------------------------
     def prepare(self) -> RunDir:

@@ -1,8 +1,11 @@
 """sleepfm.io.edf: our EDF/EDF+/BDF reader and writer."""
 from __future__ import annotations
 
+import importlib.util
+import warnings
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -294,9 +297,15 @@ def test_edf_plus_d_rejected(tmp_path, make_edf, edf_damage):
 
 
 def test_duplicate_channel_labels(good, edf_damage):
+    # Repeated labels were an EDFError; they are now made unique with a DataWarning, so a file is
+    # never lost because of its labels (see test_repeated_labels_made_unique below).
+    airflow = read_edf(good).get_data("Airflow")
     edf_damage.patch(good, edf_damage.signal_offset(NS, edf_damage.SIG_LABEL, 1), "EEG C3-M2", 16)
-    with pytest.raises(EDFError, match=r"\['EEG C3-M2'\] occur more than once"):
-        read_edf(good)
+    with pytest.warns(DataWarning, match=r"rec\.edf: the label 'EEG C3-M2' occurs more than once; "
+                                         r"signal 2 is read as 'EEG C3-M2 \(2\)'"):
+        rec = read_edf(good)
+    assert rec.channel_names == ["EEG C3-M2", "EEG C3-M2 (2)", "SpO2"]
+    np.testing.assert_array_equal(rec.get_data("EEG C3-M2 (2)"), airflow)
 
 
 def test_missing_file(tmp_path):
@@ -323,3 +332,349 @@ def test_large_file_decoded_across_read_blocks(tmp_path, make_edf, fmt):
         assert y.shape == x.shape
         step = np.ptp(x) * (1 + 1e-3) / (2 ** bits - 1)
         assert np.max(np.abs(y - x)) <= 0.5 * step + 1e-12, name
+
+
+
+# --- pyedflib's test files: the same labels, rates, samples and annotations ---------------------
+
+def _pyedflib_data() -> Path | None:
+    spec = importlib.util.find_spec("pyedflib")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "tests" / "data"
+
+
+PYEDFLIB_DATA = _pyedflib_data()
+PYEDFLIB_FILES = (sorted(p.name for p in PYEDFLIB_DATA.iterdir() if p.suffix.lower() in (".edf", ".bdf"))
+                  if PYEDFLIB_DATA is not None and PYEDFLIB_DATA.is_dir() else [])
+# test_legacy.edf is plain EDF (no EDF+C in the header) whose last signal is labelled
+# "EDF Annotations": pyedflib reads that signal as data and finds no annotations; we parse its two
+# TALs. Annotations are compared where both readers have them.
+ONLY_WE_READ = {"test_legacy.edf": [Annotation(0.0, 0.0, "Recording starts"),
+                                    Annotation(600.0, 0.0, "Recording ends")]}
+
+
+def test_pyedflib_ships_the_files_we_compare():
+    if PYEDFLIB_DATA is None:
+        pytest.skip("pyedflib is not installed")
+    assert {"test_generator.edf", "test_generator.bdf", "test_subsecond.edf", "test_utf8.edf",
+            "test_legacy.edf"} <= set(PYEDFLIB_FILES)
+
+
+@pytest.mark.parametrize("name", PYEDFLIB_FILES or [
+    pytest.param("-", marks=pytest.mark.skip(reason="pyedflib (and its test files) not installed"))])
+def test_matches_pyedflib(name):
+    pyedflib = pytest.importorskip("pyedflib")
+    path = PYEDFLIB_DATA / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # these files are clean: nothing to repair
+        rec = read_edf(path)
+    ref = pyedflib.EdfReader(str(path))
+    try:
+        picks = [i for i, lab in enumerate(ref.getSignalLabels())
+                 if lab.strip() not in ("EDF Annotations", "BDF Annotations")]
+        assert rec.channel_names == [ref.getSignalLabels()[i] for i in picks]
+        assert rec.sample_rates == [ref.getSampleFrequency(i) for i in picks]
+        assert rec.duration_s == pytest.approx(ref.getFileDuration())
+        for name_, i in zip(rec.channel_names, picks):
+            theirs = ref.readSignal(i)  # physical units, float64
+            ours = rec.get_data(name_, dtype=np.float64)
+            assert ours.shape == theirs.shape, name_
+            scale = max(float(np.max(np.abs(theirs))), 1.0)
+            np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6 * scale, err_msg=name_)
+            # float32 (the default) differs by float32 rounding only.
+            np.testing.assert_allclose(rec.get_data(name_), theirs, rtol=1e-6, atol=1e-6 * scale)
+        onsets, durations, texts = ref.readAnnotations()
+    finally:
+        ref.close()
+    theirs = [Annotation(float(o), 0.0 if d < 0 else float(d), str(t))  # pyedflib: -1 = no duration
+              for o, d, t in zip(onsets, durations, texts)]
+    if name in ONLY_WE_READ:
+        assert theirs == []
+        assert rec.annotations == ONLY_WE_READ[name]
+        return
+    assert [a.description for a in rec.annotations] == [a.description for a in theirs]
+    np.testing.assert_allclose([a.onset for a in rec.annotations], [a.onset for a in theirs],
+                               rtol=0, atol=1e-6)
+    assert [a.duration for a in rec.annotations] == [a.duration for a in theirs]
+
+
+@pytest.mark.parametrize("name, onset, offset", [("test_subsecond.edf", 1.9511719, 0.3945312),
+                                                 ("test_utf8.edf", 1.5566407, 0.3945312)])
+def test_annotation_onsets_count_from_the_first_sample(name, onset, offset):
+    # The first record starts 0.3945312 s after the header's start second ("+0.3945312\x14\x14");
+    # onsets as written (2.3457031, 1.9511719) count from the header's start second.
+    if PYEDFLIB_DATA is None:
+        pytest.skip("pyedflib (and its test files) not installed")
+    rec = read_edf(PYEDFLIB_DATA / name)
+    assert rec.start_offset_s == offset
+    first = rec.annotations[0]
+    assert first == Annotation(onset, 0.0, "XLSpike")  # pyedflib and MNE agree
+
+
+def _rewrite_annotation_records(path: Path, n_signals: int, make_block) -> None:
+    """Overwrite the annotation signal (the last one) of every data record with
+    ``make_block(record)`` bytes, zero-padded; the layout is read from the header text."""
+    raw = bytearray(path.read_bytes())
+    spr = [int(raw[256 + 216 * n_signals + 8 * k: 256 + 216 * n_signals + 8 * (k + 1)])
+           for k in range(n_signals)]
+    n_records = int(raw[236:244])
+    record_bytes = 2 * sum(spr)
+    start = 256 * (n_signals + 1)
+    ann_at, ann_len = 2 * sum(spr[:-1]), 2 * spr[-1]
+    for r in range(n_records):
+        blob = make_block(r)
+        assert len(blob) <= ann_len
+        at = start + r * record_bytes + ann_at
+        raw[at:at + ann_len] = blob.ljust(ann_len, b"\x00")
+    path.write_bytes(bytes(raw))
+
+
+def test_first_record_starting_late_shifts_annotations(tmp_path, make_edf):
+    # An EDF+ whose first sample is 0.3945312 s after the header's start time: every record's
+    # time-keeping TAL and every annotation onset is written 0.3945312 s later than the data's own
+    # clock. The onsets we return count from the first sample; durations are untouched.
+    offset = "0.3945312"
+    anns = [Annotation(0.0, 30.0, "Sleep stage W"), Annotation(12.5, 10.25, "Obstructive Apnea"),
+            Annotation(19.75, 0.0, "Arousal")]
+    path, data = make_edf(tmp_path / "late.edf", MIXED, duration=20,
+                          annotations=[(0.0, 0.0, "x" * 80)])  # reserves room for our TALs
+
+    def block(r: int) -> bytes:
+        out = f"+{r}.{offset[2:]}\x14\x14\x00"  # time-keeping: record r starts at r + offset
+        for a in anns:
+            if int(a.onset) == r:
+                out += f"+{a.onset + float(offset):.7f}\x15{a.duration:g}\x14{a.description}\x14\x00"
+        return out.encode()
+
+    _rewrite_annotation_records(path, len(MIXED) + 1, block)
+    rec = read_edf(path)
+    assert rec.start_offset_s == float(offset)
+    assert rec.annotations == anns  # exact: the offset is subtracted in decimal
+    for name, _ in MIXED:  # rewriting the annotation signal left the data alone
+        np.testing.assert_allclose(rec.get_data(name, dtype=np.float64), data[name],
+                                   atol=np.ptp(data[name]) / 2 ** 15, err_msg=name)
+    assert rec.duration_s == 20.0
+    pyedflib = pytest.importorskip("pyedflib")
+    ref = pyedflib.EdfReader(str(path))
+    try:
+        onsets, durations, texts = ref.readAnnotations()
+    finally:
+        ref.close()
+    assert list(texts) == [a.description for a in anns]
+    np.testing.assert_allclose(onsets, [a.onset for a in anns], atol=1e-6)
+    np.testing.assert_allclose(np.maximum(durations, 0), [a.duration for a in anns], atol=1e-6)
+
+
+def test_record_starting_on_the_second_leaves_onsets(tmp_path, make_edf):
+    path, _ = make_edf(tmp_path / "plus.edf", MIXED, duration=10, annotations=[(2.5, 1.0, "Arousal")])
+    rec = read_edf(path)
+    assert rec.start_offset_s == 0.0
+    assert rec.annotations == [Annotation(2.5, 1.0, "Arousal")]
+
+
+# --- samples per record checked against the file size ------------------------------------------
+
+@pytest.fixture(params=["edf", "bdf"])
+def good_any(request, tmp_path, make_edf):
+    fmt = request.param
+    path, _ = make_edf(tmp_path / f"rec.{fmt}", MIXED, duration=20, fmt=fmt)
+    return path, 2 if fmt == "edf" else 3
+
+
+def _set_spr(path, k: int, value: str, edf_damage) -> None:
+    edf_damage.patch(path, edf_damage.signal_offset(NS, edf_damage.SIG_SPR, k), value, 8)
+
+
+@pytest.mark.parametrize("value", ["40", "16", "33"])
+@pytest.mark.parametrize("on_truncated", ["raise", "warn"])
+def test_wrong_samples_per_record_is_an_error_not_a_misread(good_any, edf_damage, value, on_truncated):
+    # Airflow really has 32 samples per record: with 40, 16 or 33 in its header the file would look
+    # truncated (or a little long) and every signal after the first would be read from the wrong
+    # bytes. The data part is exactly 20 records of 289 samples, so the reader says so.
+    path, width = good_any
+    _set_spr(path, 1, value, edf_damage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # no "using N records" on the way
+        with pytest.raises(EDFError) as info:
+            read_edf(path, on_truncated=on_truncated)
+    msg = str(info.value)
+    per_record = 256 + int(value) + 1
+    assert msg.startswith(f"{path.name}: the header's samples per record (256, {value}, 1) add up "
+                          f"to {per_record} samples ({per_record * width} bytes) per record")
+    assert f"exactly 20 records of 289 samples ({289 * width} bytes)" in msg
+    assert "samples-per-record field is wrong" in msg and "header editor" in msg
+
+
+@pytest.mark.parametrize("on_truncated", ["raise", "warn"])
+def test_no_record_fits_the_file(good_any, edf_damage, on_truncated):
+    path, width = good_any
+    _set_spr(path, 2, "99999", edf_damage)  # SpO2: 1 sample per record really
+    with pytest.raises(EDFError) as info:
+        read_edf(path, on_truncated=on_truncated)
+    msg = str(info.value)
+    assert msg.startswith(path.name + ": ")
+    assert f"{(256 + 32 + 99999) * width} bytes) per record" in msg
+    assert f"only {20 * 289 * width} bytes of data, not one whole record" in msg
+    assert "samples-per-record fields are corrupt or the file is cut short" in msg
+
+
+def test_data_longer_than_promised_by_part_of_a_record(good, edf_damage):
+    with open(good, "ab") as f:
+        f.write(b"\x00" * 100)
+    with pytest.raises(EDFError) as info:
+        read_edf(good, on_truncated="warn")
+    msg = str(info.value)
+    assert msg.startswith("rec.edf: header says 20 data records of 578 bytes (11560 bytes)")
+    assert "holds 11660 bytes of data, 100 more, which is not a whole number of records" in msg
+    assert "cannot be located" in msg
+
+
+def test_data_longer_than_promised_by_whole_records(good):
+    full = read_edf(good).get_data("EEG C3-M2")
+    raw = good.read_bytes()
+    good.write_bytes(raw + raw[-2 * RECORD_BYTES:])
+    with pytest.warns(DataWarning, match=r"rec\.edf: header says 20 data records, file holds 22; "
+                                         r"using the 20 the header counts \(the last 2 are ignored\)"):
+        rec = read_edf(good)
+    assert rec.duration_s == 20.0
+    np.testing.assert_array_equal(rec.get_data("EEG C3-M2"), full)
+
+
+def test_truncated_at_a_record_boundary_is_truncation(good, edf_damage):
+    # 10 of 20 records: the data part is 20 "records" of 289 bytes too, but a cut at a record
+    # boundary is a truncation (and 289 bytes is not whole 16-bit samples anyway).
+    full = read_edf(good).get_data("SpO2")
+    edf_damage.cut(good, HEADER + 10 * RECORD_BYTES)
+    with pytest.raises(EDFError, match=r"header says 20 data records, file holds 10\.00; the file is "
+                                       r"truncated\. Pass on_truncated='warn' \(CLI: --allow-truncated\)"):
+        read_edf(good)
+    with pytest.warns(DataWarning, match="truncated; using 10"):
+        rec = read_edf(good, on_truncated="warn")
+    np.testing.assert_array_equal(rec.get_data("SpO2"), full[:10])
+
+
+def test_all_samples_per_record_zero(good, edf_damage):
+    for k in range(NS):
+        _set_spr(good, k, "0", edf_damage)
+    with pytest.raises(EDFError, match=r"rec\.edf: every signal has 0 samples per record.*11560 bytes"):
+        read_edf(good)
+
+
+def test_negative_record_count_other_than_minus_one(good, edf_damage):
+    edf_damage.patch(good, edf_damage.HDR_N_RECORDS, "-5", 8)
+    with pytest.raises(EDFError, match=r"rec\.edf: header field 'number of data records' is -5; it "
+                                       r"must be a record count or -1"):
+        read_edf(good)
+
+
+def test_unknown_record_count_with_partial_record(good, edf_damage):
+    edf_damage.patch(good, edf_damage.HDR_N_RECORDS, "-1", 8)
+    edf_damage.cut(good, HEADER + 12 * RECORD_BYTES + 100)
+    with pytest.warns(DataWarning, match=r"inferring 12 from the file size \(ignoring the last 100 "
+                                         r"bytes, less than one record\)"):
+        rec = read_edf(good)
+    assert rec.duration_s == 12.0
+
+
+def test_zero_records_with_data_says_so(good, edf_damage):
+    edf_damage.patch(good, edf_damage.HDR_N_RECORDS, "0", 8)
+    with pytest.raises(EDFError, match=r"rec\.edf: holds no data records according to its header, "
+                                       r"although 11560 bytes of data follow it"):
+        read_edf(good)
+
+
+# --- record duration --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "0", "0.0"])
+def test_bad_record_duration(good, edf_damage, text):
+    edf_damage.patch(good, edf_damage.HDR_RECORD_DURATION, text, 8)
+    with pytest.raises(EDFError) as info:
+        read_edf(good)
+    msg = str(info.value)
+    assert msg.startswith(f"rec.edf: header field 'record duration' is {text!r}")
+    assert "header editor" in msg
+    if float(text) == 0:
+        assert "['EEG C3-M2', 'Airflow', 'SpO2'] have samples in every record" in msg
+    else:
+        assert "not a positive, finite number of seconds" in msg
+
+
+def test_zero_record_duration_allowed_for_annotations_only(real_data):
+    # The Sleep-EDF hypnogram holds only an annotation signal, with 0 s records (EDF+ allows it).
+    hyp = read_edf(real_data / REAL_HYPNOGRAM)
+    assert hyp._header.record_duration == 0 and len(hyp.annotations) == 154
+
+
+@pytest.mark.parametrize("column, text", [("SIG_PMIN", "-inf"), ("SIG_PMAX", "nan"),
+                                          ("SIG_PMAX", "1e999")])
+def test_non_finite_scaling(good, edf_damage, column, text):
+    col = getattr(edf_damage, column)
+    edf_damage.patch(good, edf_damage.signal_offset(NS, col, 1), text, col[1])
+    with pytest.raises(EDFError, match=r"rec\.edf: channels \['Airflow'\] have a physical or digital "
+                                       r"minimum or maximum that is not finite"):
+        read_edf(good)
+
+
+# --- channel labels: repaired, never fatal ------------------------------------------------------
+
+def _set_label(path, k: int, text: str, edf_damage, ns: int = NS) -> None:
+    edf_damage.patch(path, edf_damage.signal_offset(ns, edf_damage.SIG_LABEL, k), text, 16)
+
+
+def test_nul_byte_in_label_removed(good, edf_damage):
+    eeg = read_edf(good).get_data("EEG C3-M2")
+    _set_label(good, 0, "EEG\x00C3-M2", edf_damage)
+    with pytest.warns(DataWarning, match=r"rec\.edf: the label of signal 1 \('EEG\\x00C3-M2'\) holds "
+                                         r"unprintable characters; renamed to 'EEGC3-M2'"):
+        rec = read_edf(good)
+    assert rec.channel_names == ["EEGC3-M2", "Airflow", "SpO2"]
+    np.testing.assert_array_equal(rec.get_data("EEGC3-M2"), eeg)
+    with pytest.warns(DataWarning, match="renamed to 'EEGC3-M2'"):
+        assert read_edf(good, channels=["EEGC3-M2"]).channel_names == ["EEGC3-M2"]
+
+
+def test_nul_padded_and_control_characters(good, edf_damage):
+    _set_label(good, 1, "Airflow\x00\x00\x00\x00\x00\x00\x00\x00\x00", edf_damage)
+    _set_label(good, 2, "Sp\x07O2\t\x1b", edf_damage)
+    with pytest.warns(DataWarning) as caught:
+        rec = read_edf(good)
+    assert rec.channel_names == ["EEG C3-M2", "Airflow", "SpO2"]
+    messages = [str(w.message) for w in caught]
+    assert any("signal 2" in m and "renamed to 'Airflow'" in m for m in messages)
+    assert any("signal 3" in m and "renamed to 'SpO2'" in m for m in messages)
+
+
+def test_empty_labels_get_a_name(good, edf_damage):
+    _set_label(good, 1, "", edf_damage)
+    _set_label(good, 2, "\x00\x01\x02", edf_damage)
+    with pytest.warns(DataWarning) as caught:
+        rec = read_edf(good)
+    assert rec.channel_names == ["EEG C3-M2", "channel 2", "channel 3"]
+    messages = [str(w.message) for w in caught]
+    assert "rec.edf: the label of signal 2 is empty; naming it 'channel 2'." in messages
+    assert ("rec.edf: the label of signal 3 ('\\x00\\x01\\x02') holds only unprintable characters; "
+            "naming it 'channel 3'.") in messages
+    assert rec.sample_rates == [256.0, 32.0, 1.0]
+
+
+def test_repeated_labels_made_unique(tmp_path, make_edf, edf_damage):
+    chans = [("EEG", 64), ("EEG", 64), ("EEG (2)", 64), ("EEG", 64), ("channel 5", 1), ("", 1)]
+    path, _ = make_edf(tmp_path / "dup.edf", [(f"S{k}", fs) for k, (_, fs) in enumerate(chans)],
+                       duration=5, annotations=[(1.0, 0.0, "Lights off")])
+    ns = len(chans) + 1  # and the annotation signal
+    signals = read_edf(path)
+    for k, (label, _) in enumerate(chans):
+        _set_label(path, k, label, edf_damage, ns)
+    with pytest.warns(DataWarning) as caught:
+        rec = read_edf(path)
+    # The first "EEG" keeps its name; "EEG (2)" exists, so the later ones are (3) and (4);
+    # the empty sixth label becomes "channel 6" (and "channel 5" is someone else's).
+    assert rec.channel_names == ["EEG", "EEG (3)", "EEG (2)", "EEG (4)", "channel 5", "channel 6"]
+    assert len(set(rec.channel_names)) == len(chans)
+    for k, name in enumerate(rec.channel_names):
+        np.testing.assert_array_equal(rec.get_data(name), signals.get_data(f"S{k}"), err_msg=name)
+    assert rec.annotations == [Annotation(1.0, 0.0, "Lights off")]
+    messages = [str(w.message) for w in caught]
+    assert "dup.edf: the label 'EEG' occurs more than once; signal 2 is read as 'EEG (3)'." in messages
+    assert "dup.edf: the label 'EEG' occurs more than once; signal 4 is read as 'EEG (4)'." in messages

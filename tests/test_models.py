@@ -19,7 +19,9 @@ from sleepfm.models import (
     list_encoders,
     pool_epochs,
     pool_windows,
+    precision,
 )
+from sleepfm.models.precision import bf16_autocast
 
 SPT = 640  # samples per 5 s token at 128 Hz
 ATOL = 1e-5
@@ -222,13 +224,39 @@ def test_training_ignores_padding_in_batchnorm_and_gradients():
 
 
 def test_bf16_autocast_runs(tiny):
+    """The project's bf16 path never returns wrong numbers: on a CPU whose bf16 kernels are wrong
+    it computes in fp32 instead (see test_bf16_guard_falls_back_to_fp32)."""
     x = signals(2, {"BAS": 2, "ECG": 1}, tokens=6)
     with torch.inference_mode():
         ref = tiny(x).fused
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with bf16_autocast("cpu"):
             out = tiny(x).fused
     assert torch.isfinite(out).all()
     assert (out.float() - ref).abs().mean() < 0.05
+
+
+def test_bf16_guard_falls_back_to_fp32(tiny, monkeypatch):
+    """Where a bf16 kernel is wrong (simulated: the probe reports a 100 % error, as torch 2.13's
+    CPU conv1d does on AVX512-BF16 machines), bf16 is not used, with a warning naming the probe."""
+    monkeypatch.setattr(precision, "_RELIABLE", {})
+    monkeypatch.setattr(precision, "probe_errors",
+                        lambda device: {"conv1d(in=8, kernel=8, stride=4)": 1.0, "matmul": 0.01})
+    x = signals(2, {"BAS": 2, "ECG": 1}, tokens=6)
+    with torch.inference_mode():
+        ref = tiny(x).fused
+        with pytest.warns(RuntimeWarning, match=r"in=8, kernel=8, stride=4\): relative error 100%"):
+            with bf16_autocast("cpu") as used:
+                out = tiny(x).fused
+    assert used is False and out.dtype == torch.float32 and torch.equal(out, ref)
+    assert precision.checked_precision("bf16-mixed", "cpu") == "32-true"
+    assert precision.checked_precision("16-mixed", "cpu") == "16-mixed"
+
+
+def test_bf16_probe_covers_the_reported_shape():
+    """The probe runs the shape of the reported bug, and a correct kernel passes it."""
+    errors = precision.probe_errors("cpu")
+    assert "conv1d(in=8, kernel=8, stride=4)" in errors and "matmul" in errors
+    assert min(errors.values()) < precision.TOLERANCE
 
 
 def test_config_round_trip_and_validation():
@@ -272,6 +300,12 @@ def test_traces_as_one_graph(mode):
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x, mask).fused, eager(x, mask).fused, atol=ATOL, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_guard():
+    assert precision.bf16_is_reliable("cuda"), precision.probe_errors("cuda")
 
 
 @pytest.mark.gpu

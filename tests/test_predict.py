@@ -89,3 +89,43 @@ def test_end_to_end_finetuning_mode(small_run, tmp_path):
     assert len(frame) == 20
     info_run = json.loads((small_run / "run.json").read_text())["stages"]["finetune_staging"]
     assert info_run["mode"] == "finetune"
+
+
+def test_predict_uses_the_runs_channel_map_and_offers_its_options(small_run, tmp_path, make_edf,
+                                                                    capsys):
+    """A run preprocessed with a channel map stages a recording whose leads only that map
+    places; the options predict's errors suggest exist (--allow-truncated, --channel-map)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    kanal, _ = make_edf(tmp_path / "kanal.edf", [("Kanal 0", 100), ("Kanal 1", 100),
+                                                 ("Kanal 2", 100)], duration=600)
+    out = tmp_path / "h.csv"
+    assert main(["predict", str(kanal), "--run", str(run), "--out", str(out)]) == 2
+    assert "--channel-map" in capsys.readouterr().err
+    (run / "channel_map.yaml").write_text("aliases:\n  Kanal 0: eeg\n  Kanal 1: eog\n"
+                                          "  Kanal 2: emg\n")  # as preprocess keeps it
+    assert len(predict(kanal, run)) == 20
+    # Truncated: the error names --allow-truncated, and predict has that option.
+    cut = tmp_path / "cut.edf"
+    cut.write_bytes(kanal.read_bytes()[:-1000])
+    assert main(["predict", str(cut), "--run", str(run), "--out", str(out)]) == 2
+    assert "--allow-truncated" in capsys.readouterr().err
+    assert main(["predict", str(cut), "--run", str(run), "--out", str(out),
+                 "--allow-truncated"]) == 0
+    # Other lead names: --channel-map for this recording.
+    other, _ = make_edf(tmp_path / "other.edf", [("Lead A", 256), ("Lead B", 256)], duration=600)
+    (tmp_path / "other.yaml").write_text("aliases:\n  Lead A: eeg\n  Lead B: eog\n")
+    assert main(["predict", str(other), "--run", str(run), "--out", str(out),
+                 "--channel-map", str(tmp_path / "other.yaml")]) == 0
+    capsys.readouterr()
+
+
+def test_preprocess_keeps_the_channel_map_with_the_run(tmp_path, make_edf):
+    make_edf(tmp_path / "in" / "rec.edf", [("Kanal 1", 256)], duration=30)
+    cmap = tmp_path / "map.yaml"
+    cmap.write_text("aliases:\n  Kanal 1: eeg\n")
+    assert not preprocess_directory(tmp_path / "in", tmp_path / "run",
+                                    channel_map=str(cmap)).failed
+    assert (tmp_path / "run" / "channel_map.yaml").read_text() == cmap.read_text()

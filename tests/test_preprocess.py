@@ -601,7 +601,7 @@ def test_deidentified_outputs(tmp_path, make_edf):
     assert batch.summary == "2 ok, 0 failed"
     assert RecordReader(tmp_path / "run" / "hdf5" / "rec0.h5").attrs["start_time"] == "23:15:00"
     digests = [sha256_file(p) for p in sorted(data.iterdir())]
-    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name != ".lock"]
     assert {p.suffix for p in files} == {".h5", ".csv", ".json"}
     for p in files:
         raw = p.read_bytes()
@@ -731,3 +731,92 @@ def test_store_lists_records(tmp_path, make_edf):
     assert store.record_ids == ["r0", "r1"] and len(store) == 2
     assert [r.record_id for r in store] == ["r0", "r1"]
     assert os.fspath(store.root) == os.fspath(tmp_path / "run" / "hdf5")
+
+
+# --- channel names in the store: one dataset per name, whatever the name holds -------------------
+
+def test_dataset_names_are_injective():
+    from sleepfm.io.store import dataset_name
+
+    names = ["C3/M2", "C3_M2", "C3%2FM2", "C3%M2", "C3%252FM2", ".", "..", "%2E", "%", "/", "//",
+             "a\x00b", "a%00b", "EEG\tC3", "EEG C3", "é中"]
+    mapped = [dataset_name(n) for n in names]
+    assert len(set(mapped)) == len(names)
+    assert not any("/" in m or "\x00" in m or m in ("", ".") for m in mapped)
+    # Ordinary names keep their dataset name (stores written before stay readable as they are).
+    for name in ("EEG Fpz-Cz", "C3_M2", "SpO2", "EOG E1-M2", "..", "é中"):
+        assert dataset_name(name) == name
+    assert dataset_name("C3/M2") == "C3%2FM2" and dataset_name("50%") == "50%25"
+    with pytest.raises(StoreError, match="channel name is empty"):
+        dataset_name("")
+
+
+def test_slash_and_underscore_channels_stored_apart(tmp_path, make_edf):
+    # "C3/M2" used to be stored as "C3_M2": with both in one record the write failed with an HDF5
+    # error and the record was lost. "EEG C3%2FM2" would collide with a naive percent-escape of
+    # "EEG C3/M2".
+    names = ["C3/M2", "C3_M2", "EEG C3/M2", "EEG C3%2FM2"]
+    p, _ = make_edf(tmp_path / "in" / "slash.edf", [(n, 256) for n in names] + [("SpO2", 1)],
+                       duration=60, seed=11)
+    run = tmp_path / "run"
+    res = preprocess_record(p, run)
+    assert res.channels == {"BAS": names, "RESP": ["SpO2"]}
+    reader = RunDir(run).store().open("slash")
+    assert sorted(reader.channels["BAS"]) == sorted(names)
+    rec = read_edf(p)
+    order = names[::-1]
+    picked = reader.read(channels={"BAS": order})["BAS"]
+    for row, name in zip(picked, order):
+        expected = preprocess_signal(rec.get_data(name), 256.0, n_out=60 * FS_OUT)
+        np.testing.assert_allclose(row, expected, atol=2e-2, rtol=2e-3, err_msg=name)
+    for a in range(len(names)):  # four different signals, not one read four times
+        for b in range(a):
+            assert not np.allclose(picked[a], picked[b], atol=0.1)
+    full = reader.read()["BAS"]
+    for name in names:
+        np.testing.assert_array_equal(full[reader.channels["BAS"].index(name)],
+                                      picked[order.index(name)])
+    reader.close()
+    with h5py.File(run / "hdf5" / "slash.h5", "r") as f:
+        assert sorted(f["slash/BAS"]) == sorted(["C3%2FM2", "C3_M2", "EEG C3%2FM2",
+                                                 "EEG C3%252FM2"])
+        assert f["slash/BAS/C3%2FM2"].attrs["channel_name"] == "C3/M2"
+        assert f["slash/BAS/EEG C3%252FM2"].attrs["channel_name"] == "EEG C3%2FM2"
+
+
+def test_store_written_with_old_dataset_names_still_reads(stored):
+    # Before names were escaped, "C3/M2" was stored as "C3_M2"; the reader finds datasets by their
+    # channel_name attribute, not by recomputing the name.
+    run, _, _ = stored
+    path = run / "hdf5" / "rec.h5"
+    before = RecordReader(path).read(channels={"BAS": ["C3/M2"]})["BAS"]
+    with h5py.File(path, "a") as f:
+        f["rec/BAS"].move("C3%2FM2", "C3_M2")
+    reader = RecordReader(path)
+    assert "C3/M2" in reader.channels["BAS"]
+    np.testing.assert_array_equal(reader.read(channels={"BAS": ["C3/M2"]})["BAS"], before)
+    reader.close()
+
+
+def test_nul_byte_in_label_preprocesses(tmp_path, make_edf, edf_damage):
+    from sleepfm.exceptions import DataWarning
+
+    chans = [("EEG C3-M2", 256), ("EOG E1-M2", 256), ("SpO2", 1)]
+    p, _ = make_edf(tmp_path / "in" / "nul.edf", chans, duration=60, seed=12)
+    edf_damage.patch(p, edf_damage.signal_offset(len(chans), edf_damage.SIG_LABEL, 0),
+                     "EEG\x00C3-M2", 16)
+    run = tmp_path / "run"
+    res = preprocess_record(p, run)
+    assert res.channels == {"BAS": ["EEGC3-M2", "EOG E1-M2"], "RESP": ["SpO2"]}
+    assert any("signal 1 ('EEG\\x00C3-M2') holds unprintable characters; renamed to 'EEGC3-M2'" in w
+               for w in res.warnings)
+    reader = RunDir(run).store().open("nul")
+    assert "EEGC3-M2" in reader.channels["BAS"]
+    with pytest.warns(DataWarning, match="renamed to 'EEGC3-M2'"):
+        rec = read_edf(p)
+    got = reader.read(channels={"BAS": ["EEGC3-M2"]})["BAS"][0]
+    expected = preprocess_signal(rec.get_data("EEGC3-M2"), 256.0, n_out=60 * FS_OUT)
+    np.testing.assert_allclose(got, expected, atol=2e-2, rtol=2e-3)
+    reader.close()
+    with h5py.File(run / "hdf5" / "nul.h5", "r") as f:
+        assert "EEGC3-M2" in f["nul/BAS"]

@@ -14,7 +14,7 @@ import pytest
 from sleepfm.artifacts import load_encoder, save_encoder
 from sleepfm.config import PretrainConfig
 from sleepfm.data import plan_windows
-from sleepfm.exceptions import SleepFMError
+from sleepfm.exceptions import ConvergenceWarning, SleepFMError
 from sleepfm.io.embeddings import read_embeddings
 from sleepfm.models import create_encoder
 from sleepfm.stages.embed import embed
@@ -176,7 +176,8 @@ def test_killed_pretraining_resumes(store_run, tmp_path):
     assert metrics["version"].nunique() == 2
     assert resumed["epoch"].min() >= 1 and resumed["epoch"].max() == 4
     info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
-    assert info["epochs"] == 5 and info["initial_val_loss"] is None
+    assert info["epochs"] == 5
+    assert info["initial_val_loss"] is not None  # the untrained baseline survives the resume
 
 
 @pytest.mark.slow
@@ -207,6 +208,40 @@ def test_demo_runs_end_to_end_on_data_samples(tmp_path):
     assert embeddings == ["SC4001E0-PSG_first300s", "SYN0001", "SYN0002", "SYN0003", "SYN0004"]
     real = read_embeddings(tmp_path / "run" / "embeddings" / "SC4001E0-PSG_first300s.h5")
     assert real.shape[0] == 10  # the real 5-minute excerpt: one context window, ten epochs
+
+
+def test_untrained_encoder_is_never_exported(store_run, tmp_path):
+    """The validation before training is the baseline, not a candidate: with a learning rate far
+    too high no epoch beats it, and the run says so instead of exporting the initialisation as
+    'best'."""
+    run = _linked_run(tmp_path / "run", store_run, "N0[0-5]")
+    with pytest.warns(ConvergenceWarning, match="did not beat the untrained encoder"):
+        pretrain(run, PretrainConfig(max_epochs=2, **{**TINY, "lr": 100.0}), progress=False)
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["beat_untrained"] is False and info["exported"]["step"] > 0
+    _, record = load_encoder(run / "checkpoints" / "encoder")
+    assert record["metadata"]["step"] == info["exported"]["step"] > 0
+    assert record["metadata"]["epoch"] == info["exported"]["epoch"]
+    assert info["best_val_loss"] >= info["initial_val_loss"]
+    # A run that learns beats its baseline and records the epoch it exported.
+    pretrain(run, PretrainConfig(max_epochs=2, **TINY), resume=False, progress=False)
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["beat_untrained"] is True and info["best_val_loss"] < info["initial_val_loss"]
+    assert load_encoder(run / "checkpoints" / "encoder")[1]["metadata"]["step"] == \
+        info["exported"]["step"]
+
+
+def test_bf16_training_falls_back_where_bf16_is_wrong(store_run, tmp_path, monkeypatch):
+    from sleepfm.models import precision
+
+    monkeypatch.setattr(precision, "_RELIABLE", {})
+    monkeypatch.setattr(precision, "probe_errors", lambda device: {"conv1d(in=8)": 1.0})
+    run = _linked_run(tmp_path / "run", store_run, "N0[0-3]")
+    with pytest.warns(RuntimeWarning, match="computing in fp32 instead"):
+        pretrain(run, PretrainConfig(max_epochs=1, **{**TINY, "precision": "bf16-mixed"}),
+                 progress=False)
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["precision"] == "32-true" and info["config"]["precision"] == "bf16-mixed"
 
 
 def test_resume_under_other_settings_is_refused(store_run, tmp_path):

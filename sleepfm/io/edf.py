@@ -16,6 +16,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,17 @@ class Recording:
     start_time : str
         Start time of day ``HH:MM:SS`` (the date is not kept).
     annotations : list of Annotation
-        EDF+ annotations (empty for plain EDF/BDF).
+        EDF+ annotations (empty for plain EDF/BDF). Onsets are in seconds from the first sample.
+    start_offset_s : float
+        EDF+ only: seconds from ``start_time`` to the first sample, from the first data record's
+        time-keeping annotation (``+0.3945312`` in a file that starts between two seconds); 0 for
+        plain EDF/BDF.
+
+    Notes
+    -----
+    Channel names are the header labels with unprintable characters removed; an empty label
+    becomes ``channel <k>`` (``k`` counts the header's signals from 1) and a repeated label gets a
+    suffix (``EEG``, ``EEG (2)``). Each repair is reported with a :class:`DataWarning`.
     """
 
     path: Path
@@ -87,6 +98,7 @@ class Recording:
     annotations: list[Annotation] = field(default_factory=list)
     _header: _Header | None = field(default=None, repr=False)
     _index: list[int] = field(default_factory=list, repr=False)
+    start_offset_s: float = 0.0
 
     def __repr__(self) -> str:
         rates = sorted(set(self.sample_rates))
@@ -148,6 +160,124 @@ def _number(text: str, name: str, path: Path, kind=float):
                        "the file is corrupt or not an EDF/BDF file.") from None
 
 
+_HEADER_FIX = "correct the header (e.g. with EDFbrowser's header editor) or export the recording again"
+
+
+def _clean_labels(raw: list[str], path: Path) -> list[str]:
+    """Header labels as channel names: unprintable characters removed, empty labels named
+    ``channel <k>``, repeated data labels made unique (``EEG``, ``EEG (2)``); each repair warns.
+
+    A file is never refused for its labels: a NUL byte or a copied label must not cost a night.
+    """
+    labels = []
+    for k, text in enumerate(raw):
+        clean = "".join(c if c.isprintable() else " " if c.isspace() else "" for c in text).strip()
+        if not clean:
+            clean = f"channel {k + 1}"
+            what = "is empty" if not text else f"({text!r}) holds only unprintable characters"
+            warnings.warn(f"{path.name}: the label of signal {k + 1} {what}; naming it {clean!r}.",
+                          DataWarning, stacklevel=4)
+        elif clean != text:
+            warnings.warn(f"{path.name}: the label of signal {k + 1} ({text!r}) holds unprintable "
+                          f"characters; renamed to {clean!r}.", DataWarning, stacklevel=4)
+        labels.append(clean)
+    taken = set(labels)
+    used: set[str] = set()
+    for k, lab in enumerate(labels):
+        if lab in ANNOTATION_LABELS:  # several annotation signals are allowed
+            continue
+        if lab in used:
+            n = 2
+            while f"{lab} ({n})" in taken or f"{lab} ({n})" in used:
+                n += 1
+            labels[k] = f"{lab} ({n})"
+            warnings.warn(f"{path.name}: the label {lab!r} occurs more than once; signal {k + 1} is "
+                          f"read as {labels[k]!r}.", DataWarning, stacklevel=4)
+        used.add(labels[k])
+    return labels
+
+
+def _check_duration(text: str, value: float, labels: list[str], spr: np.ndarray, path: Path) -> None:
+    """A record duration must be finite and positive; 0 only for annotation-only files."""
+    if np.isfinite(value) and value > 0:
+        return
+    if value == 0:
+        with_data = [lab for lab, n in zip(labels, spr) if lab not in ANNOTATION_LABELS and n > 0]
+        if not with_data:
+            return  # EDF+ allows 0 s records that hold only annotations
+        raise EDFError(f"{path.name}: header field 'record duration' is {text!r} seconds, but signals "
+                       f"{with_data[:5]} have samples in every record, so their sampling rate is "
+                       f"undefined; {_HEADER_FIX}.")
+    raise EDFError(f"{path.name}: header field 'record duration' is {text!r}, not a positive, finite "
+                   f"number of seconds; {_HEADER_FIX}.")
+
+
+def _count_records(path: Path, n_records: int, spr: np.ndarray, width: int, data_bytes: int,
+                   on_truncated: str) -> int:
+    """The number of data records to read, after checking the header's layout against the file size.
+
+    A file *shorter* than its header promises is truncated (``on_truncated`` decides); a layout
+    that cannot be right is an :class:`EDFError`, never a silent misread: no record fits, the data
+    part exceeds the promised records by a part of a record, or the data part is exactly
+    ``n_records`` records of another size (a samples-per-record field is wrong).
+    """
+    name = path.name
+    per_record = int(spr.sum())
+    record_bytes = per_record * width
+    listed = ", ".join(str(int(v)) for v in spr[:12]) + (", …" if len(spr) > 12 else "")
+    layout = (f"the header's samples per record ({listed}) add up to {per_record} samples "
+              f"({record_bytes} bytes) per record")
+    if n_records < -1:
+        raise EDFError(f"{name}: header field 'number of data records' is {n_records}; it must be a "
+                       f"record count or -1 (unknown); {_HEADER_FIX}.")
+    if n_records == 0:
+        return 0  # "holds no data records" is raised by the caller
+    if record_bytes == 0:
+        raise EDFError(f"{name}: every signal has 0 samples per record in the header, so the "
+                       f"{data_bytes} bytes of data cannot be located; the samples-per-record "
+                       f"fields are corrupt; {_HEADER_FIX}.")
+    available, rest = divmod(data_bytes, record_bytes)
+    if available == 0 and data_bytes > 0:
+        raise EDFError(f"{name}: {layout}, but the file holds only {data_bytes} bytes of data, not "
+                       f"one whole record; the samples-per-record fields are corrupt or the file is "
+                       f"cut short; {_HEADER_FIX}.")
+    if n_records == -1:
+        ignored = f" (ignoring the last {rest} bytes, less than one record)" if rest else ""
+        warnings.warn(f"{name}: header leaves the number of records open (-1); "
+                      f"inferring {available} from the file size{ignored}.", DataWarning, stacklevel=4)
+        return available
+    expected = n_records * record_bytes
+    if data_bytes == expected:
+        return n_records
+    clean_cut = data_bytes < expected and rest == 0
+    if not clean_cut and data_bytes % (n_records * width) == 0:
+        other = data_bytes // n_records // width
+        raise EDFError(f"{name}: {layout}, but the file's {data_bytes} bytes of data are exactly "
+                       f"{n_records} records of {other} samples ({data_bytes // n_records} bytes); "
+                       f"a samples-per-record field is wrong, so every signal would be misread; "
+                       f"{_HEADER_FIX}.")
+    if data_bytes > expected:
+        extra = data_bytes - expected
+        if extra % record_bytes:
+            raise EDFError(f"{name}: header says {n_records} data records of {record_bytes} bytes "
+                           f"({expected} bytes), but the file holds {data_bytes} bytes of data, "
+                           f"{extra} more, which is not a whole number of records; the "
+                           f"samples-per-record fields or the record count are wrong, so the signals "
+                           f"cannot be located; {_HEADER_FIX}.")
+        warnings.warn(f"{name}: header says {n_records} data records, file holds {available}; "
+                      f"using the {n_records} the header counts (the last {available - n_records} are "
+                      "ignored).", DataWarning, stacklevel=4)
+        return n_records
+    held = data_bytes / record_bytes
+    message = (f"{name}: header says {n_records} data records, file holds {held:.2f}; "
+               "the file is truncated")
+    if on_truncated == "raise":
+        raise EDFError(message + f". Pass on_truncated='warn' (CLI: --allow-truncated) to use the "
+                       f"{available} complete records.")
+    warnings.warn(message + f"; using {available}.", DataWarning, stacklevel=4)
+    return available
+
+
 def _read_header(path: Path, on_truncated: str) -> _Header:
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -165,7 +295,8 @@ def _read_header(path: Path, on_truncated: str) -> _Header:
         header_bytes = _number(_field(fixed[184:192], "header bytes", path), "header bytes", path, int)
         variant = _field(fixed[192:236], "reserved", path)
         n_records = _number(_field(fixed[236:244], "records", path), "number of data records", path, int)
-        record_duration = _number(_field(fixed[244:252], "duration", path), "record duration", path)
+        duration_text = _field(fixed[244:252], "duration", path)
+        record_duration = _number(duration_text, "record duration", path)
         ns = _number(_field(fixed[252:256], "signals", path), "number of signals", path, int)
         if ns <= 0 or header_bytes != 256 * (ns + 1):
             raise EDFError(f"{path.name}: header declares {ns} signals and {header_bytes} header bytes, "
@@ -182,7 +313,7 @@ def _read_header(path: Path, on_truncated: str) -> _Header:
         base = offset * ns
         return [_field(rest[base + k * width: base + (k + 1) * width], "signal", path) for k in range(ns)]
 
-    labels = column(0, 16)
+    labels = _clean_labels(column(0, 16), path)
     units = column(16 + 80, 8)
     pmin = np.array([_number(v, "physical minimum", path) for v in column(16 + 80 + 8, 8)])
     pmax = np.array([_number(v, "physical maximum", path) for v in column(16 + 80 + 16, 8)])
@@ -192,25 +323,20 @@ def _read_header(path: Path, on_truncated: str) -> _Header:
     spr = np.array([_number(v, "samples per record", path, int) for v in column(16 + 80 + 120, 8)])
     if np.any(spr < 0):
         raise EDFError(f"{path.name}: negative samples-per-record in the header; the header is corrupt.")
+    _check_duration(duration_text, record_duration, labels, spr, path)
     width = 2 if fmt == "edf" else 3
-    record_bytes = int(spr.sum()) * width
-    data_bytes = size - header_bytes
-    available = data_bytes // record_bytes if record_bytes else 0
-    if n_records == -1:
-        warnings.warn(f"{path.name}: header leaves the number of records open (-1); "
-                      f"inferring {available} from the file size.", DataWarning, stacklevel=3)
-        n_records = available
-    elif available < n_records:
-        held = data_bytes / record_bytes if record_bytes else 0
-        message = (f"{path.name}: header says {n_records} data records, file holds {held:.2f}; "
-                   "the file is truncated")
-        if on_truncated == "raise":
-            raise EDFError(message + f". Pass on_truncated='warn' (CLI: --allow-truncated) to use the "
-                           f"{available} complete records.")
-        warnings.warn(message + f"; using {available}.", DataWarning, stacklevel=3)
-        n_records = available
+    n_records = _count_records(path, n_records, spr, width, size - header_bytes, on_truncated)
     if n_records <= 0 and record_duration > 0:
-        raise EDFError(f"{path.name}: holds no data records; the recording is empty.")
+        data_bytes = size - header_bytes
+        follow = (f" according to its header, although {data_bytes} bytes of data follow it; set "
+                  "the header's number of data records (-1 infers it from the file size)"
+                  if data_bytes else "; the recording is empty")
+        raise EDFError(f"{path.name}: holds no data records{follow}.")
+    scale = np.c_[pmin, pmax, dmin, dmax]
+    bad = [labels[k] for k in range(ns) if not np.all(np.isfinite(scale[k]))]
+    if bad:
+        raise EDFError(f"{path.name}: channels {bad} have a physical or digital minimum or maximum "
+                       f"that is not finite, so their scaling is undefined; {_HEADER_FIX}.")
     bad = [labels[k] for k in range(ns) if dmax[k] == dmin[k] or pmax[k] == pmin[k]]
     if bad:
         raise EDFError(f"{path.name}: channels {bad} have equal minimum and maximum in the header, "
@@ -240,15 +366,27 @@ def _signal_blocks(path: Path, h: _Header, index: int, block_bytes: int = 8 << 2
         yield r0, block
 
 
-def _parse_annotations(path: Path, h: _Header, index: int) -> list[Annotation]:
+def _parse_annotations(path: Path, h: _Header, index: int
+                       ) -> tuple[list[tuple[bytes, float, str]], Decimal | None]:
+    """TALs of one annotation signal: ``([(onset text, duration, text)], time-keeping onset)``.
+
+    The time-keeping onset is that of the first TAL of the first data record when its first
+    annotation is empty (EDF+ puts the record's start, relative to the header's start time, there);
+    ``None`` when the signal does not start with one. Onsets stay text so that subtracting it is
+    exact.
+    """
     blob = b"".join(block.tobytes() for _, block in _signal_blocks(path, h, index))
+    record_len = int(h.samples_per_record[index]) * (2 if h.fmt == "edf" else 3)
+    first = _TAL.match(blob[:record_len])
+    keeping = (Decimal(first.group(1).decode()) if first and first.group(3).split(b"\x14")[0] == b""
+               else None)
     out = []
     for onset, duration, texts in _TAL.findall(blob):
         for text in texts.split(b"\x14"):
             text = text.decode("utf-8", errors="replace").strip()
             if text:  # empty text: a time-keeping TAL
-                out.append(Annotation(float(onset), float(duration) if duration else 0.0, text))
-    return out
+                out.append((onset, float(duration) if duration else 0.0, text))
+    return out, keeping
 
 
 def read_edf(path: str | os.PathLike, *, channels: list[str] | None = None,
@@ -260,7 +398,8 @@ def read_edf(path: str | os.PathLike, *, channels: list[str] | None = None,
     path : path-like
         The file.
     channels : list of str, optional
-        Keep only these channels (annotation signals are always parsed).
+        Keep only these channels (annotation signals are always parsed). Names are the cleaned
+        labels (see :class:`Recording`).
     on_truncated : {'raise', 'warn'}, default='raise'
         What to do when the file holds fewer data records than its header says.
     verbose : bool | str | int | None
@@ -273,7 +412,21 @@ def read_edf(path: str | os.PathLike, *, channels: list[str] | None = None,
     Raises
     ------
     EDFError
-        Not an EDF/BDF file, corrupt or truncated header, empty or truncated data, EDF+D.
+        Not an EDF/BDF file, corrupt or truncated header, a record duration that is not a positive
+        finite number, samples per record that do not fit the file size, empty or truncated data,
+        EDF+D.
+
+    Warns
+    -----
+    DataWarning
+        Truncated data read with ``on_truncated='warn'``, a record count inferred from the file
+        size, channel labels repaired (unprintable characters, empty or repeated labels).
+
+    Notes
+    -----
+    Annotation onsets are seconds from the first sample: EDF+ writes them relative to the header's
+    start second, and the first data record's time-keeping annotation says how much later the
+    first sample comes (:attr:`Recording.start_offset_s`); it is subtracted, as pyedflib and MNE do.
 
     Examples
     --------
@@ -288,10 +441,18 @@ def read_edf(path: str | os.PathLike, *, channels: list[str] | None = None,
             raise EDFError(f"{path}: no such file.")
         h = _read_header(path, on_truncated)
         data_idx = [k for k, lab in enumerate(h.labels) if lab not in ANNOTATION_LABELS]
-        annotations = []
-        for k, lab in enumerate(h.labels):
-            if lab in ANNOTATION_LABELS:
-                annotations += _parse_annotations(path, h, k)
+        tals, keeping = [], None
+        for j, k in enumerate(k for k, lab in enumerate(h.labels) if lab in ANNOTATION_LABELS):
+            found, first = _parse_annotations(path, h, k)
+            tals += found
+            if j == 0:  # only the first annotation signal keeps time
+                keeping = first
+        keeping = keeping or Decimal(0)
+        annotations = [Annotation(float(Decimal(onset.decode()) - keeping), duration, text)
+                       for onset, duration, text in tals]
+        if keeping:
+            logger.info("%s: first sample %s s after the header's start time; annotation onsets "
+                        "are counted from the first sample", path.name, keeping)
         if channels is not None:
             missing = sorted(set(channels) - {h.labels[k] for k in data_idx})
             if missing:
@@ -299,13 +460,10 @@ def read_edf(path: str | os.PathLike, *, channels: list[str] | None = None,
                                f"{[h.labels[k] for k in data_idx]}.")
             data_idx = [k for k in data_idx if h.labels[k] in channels]
         names = [h.labels[k] for k in data_idx]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise EDFError(f"{path.name}: channel labels {dupes} occur more than once; rename them.")
         rates = [float(h.samples_per_record[k] / h.record_duration) if h.record_duration else 0.0
                  for k in data_idx]
         rec = Recording(path, record_id(path), names, rates, [h.units[k] for k in data_idx],
                         [h.prefilter[k] for k in data_idx], h.n_records * h.record_duration,
-                        h.start_time, annotations, h, data_idx)
+                        h.start_time, annotations, h, data_idx, float(keeping))
         logger.info("read %r", rec)
         return rec

@@ -13,8 +13,8 @@ Readers accept
 from __future__ import annotations
 
 import logging
+import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,66 +22,13 @@ import pandas as pd
 
 from ..exceptions import DataWarning, LabelError
 from ..utils import check_option, write_text_atomic
-from ..vocab import (EPOCH_S, EVENT_GROUPS, EVENT_TYPES, SCHEMES, STAGE_NAMES, event_type,
+from ..vocab import (EPOCH_S, EVENT_GROUPS, EVENT_TYPES, STAGE_NAMES, event_type,
                      stage_code)
 from .edf import read_edf
+from .hypnogram import Hypnogram
+from .nsrr import read_scoring_xml
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Hypnogram:
-    """Stages per 30 s epoch, aligned to the recording start, with the scheme they are coded in.
-
-    Parameters
-    ----------
-    stages : array-like of int
-        One class per epoch in ``scheme`` (AASM 0–4 for ``aasm5``), -1 unscored.
-    scheme : {"aasm5", "osf4"}, default="aasm5"
-        The label scheme (:data:`sleepfm.vocab.SCHEMES`).
-    epoch_s : float, default=30.0
-    """
-
-    stages: np.ndarray
-    scheme: str = "aasm5"
-    epoch_s: float = EPOCH_S
-
-    def __post_init__(self):
-        check_option("scheme", self.scheme, SCHEMES)
-        self.stages = np.asarray(self.stages, dtype=np.int8)
-        bad = (self.stages < -1) | (self.stages >= len(self.classes))
-        if np.any(bad):
-            raise LabelError(f"stage {self.stages[bad][0]} is outside -1..{len(self.classes) - 1} "
-                             f"of the {self.scheme} scheme {list(self.classes)}.")
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names of the scheme, in code order."""
-        return SCHEMES[self.scheme]
-
-    def __len__(self) -> int:
-        return len(self.stages)
-
-    def __repr__(self) -> str:
-        n_unique = len(set(self.stages[self.stages >= 0].tolist()))
-        minutes = len(self) * self.epoch_s / 60
-        return (f"<Hypnogram | {len(self)} epochs x {self.epoch_s:g}s ({minutes:.2f} minutes), "
-                f"{n_unique} unique stages>")
-
-    @property
-    def duration_s(self) -> float:
-        return len(self) * self.epoch_s
-
-    def to_frame(self) -> pd.DataFrame:
-        """SleepFM's CSV layout: ``Start,Stop,StageName,StageNumber`` (unscored: ``?``, -1)."""
-        start = np.arange(len(self)) * self.epoch_s
-        names = np.array(list(self.classes) + ["?"], dtype=object)[self.stages]
-        return pd.DataFrame({"Start": start, "Stop": start + self.epoch_s, "StageName": names,
-                             "StageNumber": self.stages.astype(int)})
-
-    def to_csv(self, path) -> None:
-        """Write SleepFM's CSV atomically."""
-        write_text_atomic(path, self.to_frame().to_csv(index=False))
 
 
 def _classified(annotations, classify) -> list[tuple[float, float, object]]:
@@ -107,12 +54,25 @@ def stages_from_annotations(annotations, *, epoch_s: float = EPOCH_S,
     if not spans:
         raise LabelError(f"{source}: holds no sleep-stage annotations "
                          "(expected texts such as 'Sleep stage W' or 'N2').")
+    reversed_ = [(o, d) for o, d, _ in spans if not d >= 0]
+    if reversed_:
+        onset, duration = reversed_[0]
+        raise LabelError(f"{source}: a stage at {onset:g} s has duration {duration:g} s (it ends "
+                         "before it starts); fix that row.")
     end = max(o + d for o, d, _ in spans)
     n = int(np.floor(end / epoch_s + 1e-6))
     stages = np.full(n, -1, dtype=np.int8)
+    covered = np.zeros(n, dtype=np.int8)
     mids = (np.arange(n) + 0.5) * epoch_s
     for onset, duration, code in sorted(spans):
-        stages[(mids >= onset) & (mids < onset + duration)] = code
+        inside = (mids >= onset) & (mids < onset + duration)
+        covered[inside & (stages != code)] += 1
+        stages[inside] = code
+    clash = np.flatnonzero(covered > 1)
+    if clash.size:
+        warnings.warn(f"{source}: {clash.size} epochs are covered by stage rows that disagree (the "
+                      f"first at {clash[0] * epoch_s:g} s); the later row was used. Fix the label "
+                      "file if that is wrong.", DataWarning, stacklevel=2)
     return Hypnogram(stages, epoch_s=epoch_s)
 
 
@@ -132,6 +92,11 @@ def _stages_from_table(df: pd.DataFrame, source: str, epoch_s: float) -> Hypnogr
                              f"{df.iloc[i].to_dict()}; use W, N1, N2, N3, REM (or ? for unscored).")
         if stop is None:
             stop = start + epoch_s
+        backwards = np.flatnonzero(~(stop >= start))
+        if backwards.size:
+            i = int(backwards[0])
+            raise LabelError(f"{source}: row {i + 2} ends ({stop[i]:g} s) before it starts "
+                             f"({start[i]:g} s); fix that row.")
         return stages_from_annotations(list(zip(start, stop - start, [STAGE_NAMES[c] if c >= 0 else "?"
                                                                       for c in codes])),
                                        epoch_s=epoch_s, source=source)
@@ -140,7 +105,8 @@ def _stages_from_table(df: pd.DataFrame, source: str, epoch_s: float) -> Hypnogr
 
 
 def read_stages(path, *, epoch_s: float = EPOCH_S) -> Hypnogram:
-    """Read a hypnogram from an EDF+ file, SleepFM CSV (per epoch or per 5 s token) or plain list.
+    """Read a hypnogram from an EDF+ file, SleepFM CSV (per epoch or per 5 s token), a plain
+    list, or NSRR / Compumedics Profusion XML (:mod:`sleepfm.io.nsrr`).
 
     Raises
     ------
@@ -152,6 +118,12 @@ def read_stages(path, *, epoch_s: float = EPOCH_S) -> Hypnogram:
         raise LabelError(f"{path}: label file not found.")
     if path.suffix.lower() in (".edf", ".bdf"):
         return stages_from_annotations(read_edf(path).annotations, epoch_s=epoch_s, source=path.name)
+    if path.suffix.lower() == ".xml":
+        hyp = read_scoring_xml(path).hypnogram
+        if hyp is None:
+            raise LabelError(f"{path.name}: holds events but no sleep stages; add a stage file "
+                             "for this recording.")
+        return hyp
     text = path.read_text().strip()
     if not text:
         raise LabelError(f"{path.name}: the label file is empty.")
@@ -203,12 +175,15 @@ def events_from_annotations(annotations) -> pd.DataFrame:
 
 
 def read_events(path) -> pd.DataFrame:
-    """Read events from an ``onset,duration,type`` CSV or an EDF+ file's annotations."""
+    """Read events from an ``onset,duration,type[,subtype]`` CSV, an EDF+ file's annotations or
+    NSRR / Profusion XML (whose events keep apnea subtypes apart in ``subtype``)."""
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path}: events file not found.")
     if path.suffix.lower() in (".edf", ".bdf"):
         return events_from_annotations(read_edf(path).annotations)
+    if path.suffix.lower() == ".xml":
+        return read_scoring_xml(path).events
     df = pd.read_csv(path)
     missing = {"onset", "duration", "type"} - set(df.columns)
     if missing:
@@ -219,6 +194,8 @@ def read_events(path) -> pd.DataFrame:
         raise LabelError(f"{path.name}: unknown event types {unknown}; expected {list(EVENT_TYPES)}.")
     out = pd.DataFrame({"onset": df["onset"].astype(float), "duration": df["duration"].astype(float),
                         "type": types})
+    if "subtype" in df.columns:
+        out["subtype"] = df["subtype"].fillna("").astype(str)
     if (out["duration"] < 0).any() or not np.isfinite(out[["onset", "duration"]].to_numpy()).all():
         raise LabelError(f"{path.name}: onsets and durations must be finite and durations >= 0.")
     return out
@@ -278,27 +255,60 @@ def match_length(labels: np.ndarray, n: int, *, record: str, what: str) -> np.nd
 
 
 def write_events_csv(path, events: pd.DataFrame) -> None:
-    """Write ``onset,duration,type`` atomically."""
-    write_text_atomic(path, events[["onset", "duration", "type"]].to_csv(index=False))
+    """Write ``onset,duration,type`` (and ``subtype`` when any event has one) atomically."""
+    columns = ["onset", "duration", "type"]
+    if "subtype" in events.columns and (events["subtype"] != "").any():
+        columns.append("subtype")
+    write_text_atomic(path, events[columns].to_csv(index=False))
+
+
+#: NSRR and Compumedics Profusion scoring files (stages and events): ``<record_id>`` + one of these.
+SCORING_FILE_SUFFIXES: tuple[str, ...] = ("-nsrr.xml", "-profusion.xml")
+#: Stage files of a record, by exact name: ``<record_id>`` + one of these.
+STAGE_FILE_SUFFIXES: tuple[str, ...] = (".csv", ".txt", "-Hypnogram.edf", *SCORING_FILE_SUFFIXES)
+#: Event files of a record: ``<record_id>`` + one of these.
+EVENT_FILE_SUFFIXES: tuple[str, ...] = (".events.csv", *SCORING_FILE_SUFFIXES)
+# Sleep-EDF recordings (SC4001E0-PSG.edf) and their hypnograms (SC4001EC-Hypnogram.edf) share the
+# study, subject and night digits only.
+_SLEEP_EDF = re.compile(r"^(S[CT]\d{4})[A-Z]\d-PSG")
 
 
 def find_label_files(edf_path, record_id: str, label_dirs) -> dict[str, Path]:
-    """Find a record's stage and event files: ``<record_id>.csv|.txt``, ``<record_id>.events.csv``,
-    or a Sleep-EDF hypnogram pair (same first 6 characters, ``*Hypnogram.edf``)."""
+    """Find a record's stage and event files, by exact name.
+
+    A record's stages are ``<record_id>.csv``, ``<record_id>.txt`` or ``<record_id>-Hypnogram.edf``;
+    its events ``<record_id>.events.csv``; NSRR or Profusion XML (``<record_id>-nsrr.xml``,
+    ``<record_id>-profusion.xml``) hold both. Only Sleep-EDF recordings (``SC``/``ST`` + 4 digits +
+    ``E0-PSG``, e.g. ``SC4001E0-PSG.edf``) also pair with the hypnogram of the same subject and
+    night (``SC4001EC-Hypnogram.edf``). Directories are searched in order; the first one holding a
+    file wins.
+
+    Returns
+    -------
+    dict
+        ``{"stages": path, "events": path}`` for the files found.
+
+    Raises
+    ------
+    LabelError
+        Several stage (or event) files of one directory match the record (the message names
+        them).
+    """
     found: dict[str, Path] = {}
+    sleep_edf = _SLEEP_EDF.match(Path(edf_path).stem)
     for d in [Path(d) for d in label_dirs]:
-        for suffix in (".csv", ".txt"):
-            p = d / f"{record_id}{suffix}"
-            if "stages" not in found and p.is_file():
-                found["stages"] = p
-        p = d / f"{record_id}.events.csv"
-        if "events" not in found and p.is_file():
-            found["events"] = p
-        if "stages" not in found:
-            pairs = sorted(d.glob(f"{Path(edf_path).name[:6]}*Hypnogram.edf"))
-            if len(pairs) > 1:
-                raise LabelError(f"{record_id}: several hypnograms match ({[p.name for p in pairs]}); "
-                                 "keep one per recording.")
-            if pairs:
-                found["stages"] = pairs[0]
+        stage_files = {d / f"{record_id}{suffix}" for suffix in STAGE_FILE_SUFFIXES}
+        if sleep_edf:
+            stage_files |= set(d.glob(f"{sleep_edf.group(1)}[A-Z]?-Hypnogram.edf"))
+        for kind, names in (("stages", stage_files),
+                            ("events", {d / f"{record_id}{s}" for s in EVENT_FILE_SUFFIXES})):
+            candidates = sorted(p for p in names if p.is_file())
+            if kind in found or not candidates:
+                continue
+            if len(candidates) > 1:
+                what = "hypnograms or stage files" if kind == "stages" else "event files"
+                raise LabelError(f"{record_id}: several {what} match in {d} "
+                                 f"({', '.join(p.name for p in candidates)}); keep one per "
+                                 "recording.")
+            found[kind] = candidates[0]
     return found

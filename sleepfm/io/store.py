@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import h5py
@@ -28,9 +27,34 @@ INDEX_NAME = "index.h5"
 CHUNK_S = 300  # one chunk per 5-minute window: the encoder's context
 
 
+_ESCAPED = frozenset("%/\x7f") | frozenset(chr(c) for c in range(32))
+
+
 def dataset_name(channel: str) -> str:
-    """HDF5-safe dataset name of a channel (``/`` would create a group)."""
-    return channel.replace("/", "_")
+    """HDF5 dataset name of a channel: ``%``, ``/`` and control characters percent-escaped.
+
+    ``/`` would create a group, a NUL byte would end the name and ``.`` alone names the group
+    itself, so those become ``%2F``, ``%00`` and ``%2E``. Because ``%`` itself is escaped
+    (``%25``) the mapping is injective: ``C3/M2``, ``C3_M2`` and ``C3%2FM2`` get three datasets.
+    Other names are kept as they are (``EEG Fpz-Cz``). The dataset's ``channel_name`` attribute
+    holds the channel's name; :class:`RecordReader` finds datasets through it.
+
+    Raises
+    ------
+    StoreError
+        An empty channel name (HDF5 names cannot be empty).
+
+    Examples
+    --------
+    >>> dataset_name("C3/M2"), dataset_name("C3_M2"), dataset_name("50%")
+    ('C3%2FM2', 'C3_M2', '50%25')
+    """
+    if not channel:
+        raise StoreError("a channel name is empty, and an HDF5 dataset cannot be; name every "
+                         "channel before writing it to the store.")
+    if channel == ".":
+        return "%2E"
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in channel)
 
 
 class RecordWriter:
@@ -139,6 +163,10 @@ class RecordReader:
                              for m in MODALITIES if m in g}
             self.channel_attrs = {(m, g[m][d].attrs["channel_name"]): dict(g[m][d].attrs)
                                   for m in self.channels for d in g[m]}
+            # Datasets by channel name, as stored: stores written before names were escaped
+            # (``C3/M2`` as ``C3_M2``) read the same.
+            self._datasets = {(m, g[m][d].attrs["channel_name"]): d
+                              for m in self.channels for d in g[m]}
 
     @property
     def duration_s(self) -> float:
@@ -204,7 +232,7 @@ class RecordReader:
         for mod, names in wanted.items():
             arr = np.empty((len(names), b - a), dtype=np.float32)
             for i, name in enumerate(names):
-                group[mod][dataset_name(name)].read_direct(arr, np.s_[a:b], np.s_[i])
+                group[mod][self._datasets[mod, name]].read_direct(arr, np.s_[a:b], np.s_[i])
             out[mod] = arr
         return out
 
@@ -281,12 +309,3 @@ def file_is_complete(path) -> bool:
             return len(f.keys()) == 1 and "n_samples" in next(iter(f.values())).attrs
     except (OSError, StopIteration):
         return False
-
-
-def remove_stale_temporaries(directory) -> int:
-    """Delete temporary files left by a killed run; returns how many were removed."""
-    n = 0
-    for p in Path(directory).glob(".*.tmp"):
-        os.unlink(p)
-        n += 1
-    return n

@@ -23,6 +23,7 @@ from ..checkpoint import artifact_id
 from ..config import EmbedConfig, load_config
 from ..data import CoverWindows
 from ..io.embeddings import write_embeddings
+from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import progress_bar
 
@@ -107,67 +108,68 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
     """
     config = load_config(EmbedConfig, config, **overrides)
     run = RunDir(run_dir)
-    store = run.store()
-    ckpt_dir = checkpoint if checkpoint is not None else run.encoder_dir
-    run.encoder_record(ckpt_dir)  # a missing encoder names the stage to run first
-    encoder, record = load_encoder(ckpt_dir, device=config.device)
-    cfg = encoder.config
-    ckpt_id = artifact_id(record)
-    token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
-    store.check_sample_rate(cfg.sampling_rate)
-    run.embeddings_dir.mkdir(parents=True, exist_ok=True)
-    status: dict[str, str] = {}
-    readers = []
-    for rid in store.record_ids:
-        out = run.embedding_file(rid)
-        if not config.overwrite and out.is_file():
-            with h5py.File(out, "r") as f:
-                if f.attrs.get("checkpoint_id") == ckpt_id:
-                    status[rid] = "skipped"
-                    continue
-        reader = store.open(rid)
-        if not any(m in reader.channels for m in cfg.modalities):
-            status[rid] = (f"no channel of the encoder's modalities {list(cfg.modalities)} "
-                           f"(record has {reader.modalities})")
-        elif reader.duration_s < token_s:
-            status[rid] = f"shorter than one {token_s:g} s token"
-        else:
-            readers.append(reader)
-            continue
-        logger.error("SKIPPED %s: %s", rid, status[rid])
-    dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
-    n_windows = Counter(w.record for w in dataset.windows)
-    accs = {k: _Accumulator(int(r.duration_s // token_s), n_windows[k], cfg.embed_dim)
-            for k, r in enumerate(readers)}
-    loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
-                        collate_fn=CoverWindows.collate, num_workers=config.num_workers)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if str(config.device).startswith("cuda") else contextlib.nullcontext())
-    attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id, "token_s": token_s,
-             "epoch_s": token_s * cfg.tokens_per_epoch, "window_s": window_s,
-             "encoder_config": cfg.to_dict()}
-    with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
-        for batch in loader:
-            x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
-            mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
-            with autocast:
-                out = encoder(x, mask)
-            for b, i in enumerate(batch["index"]):
-                w = dataset.windows[i]
-                acc = accs[w.record]
-                first = int(round(w.start_s / token_s)) + w.keep_from
-                for m, tok in out.tokens.items():
-                    acc.add(m, first, tok[b, w.keep_from:].float().cpu().numpy(),
-                            bool(out.present[m][b]))
-                acc.remaining -= 1
-                if acc.remaining == 0:
-                    rid = readers[w.record].record_id
-                    arrays, present = _levels(acc, cfg, config.keep_tokens)
-                    write_embeddings(run.embedding_file(rid), arrays,
-                                     {"record_id": rid, "modalities": present, **attrs})
-                    status[rid] = "ok"
-                    del accs[w.record]
-            bar.update(len(batch["index"]))
-    run.record_stage("embed", {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id,
-                               "config": config.to_dict(), "records": status})
-    return status
+    with run.lock("embed"):
+        store = run.store()
+        ckpt_dir = checkpoint if checkpoint is not None else run.encoder_dir
+        run.encoder_record(ckpt_dir)  # a missing encoder names the stage to run first
+        encoder, record = load_encoder(ckpt_dir, device=config.device)
+        cfg = encoder.config
+        ckpt_id = artifact_id(record)
+        token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
+        store.check_sample_rate(cfg.sampling_rate)
+        run.embeddings_dir.mkdir(parents=True, exist_ok=True)
+        status: dict[str, str] = {}
+        readers = []
+        for rid in store.record_ids:
+            out = run.embedding_file(rid)
+            if not config.overwrite and out.is_file():
+                with h5py.File(out, "r") as f:
+                    if f.attrs.get("checkpoint_id") == ckpt_id:
+                        status[rid] = "skipped"
+                        continue
+            reader = store.open(rid)
+            if not any(m in reader.channels for m in cfg.modalities):
+                status[rid] = (f"no channel of the encoder's modalities {list(cfg.modalities)} "
+                               f"(record has {reader.modalities})")
+            elif reader.duration_s < token_s:
+                status[rid] = f"shorter than one {token_s:g} s token"
+            else:
+                readers.append(reader)
+                continue
+            logger.error("SKIPPED %s: %s", rid, status[rid])
+        dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
+        n_windows = Counter(w.record for w in dataset.windows)
+        accs = {k: _Accumulator(int(r.duration_s // token_s), n_windows[k], cfg.embed_dim)
+                for k, r in enumerate(readers)}
+        loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
+                            collate_fn=CoverWindows.collate, num_workers=config.num_workers)
+        autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
+                    else contextlib.nullcontext())
+        attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id, "token_s": token_s,
+                 "epoch_s": token_s * cfg.tokens_per_epoch, "window_s": window_s,
+                 "encoder_config": cfg.to_dict()}
+        with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
+            for batch in loader:
+                x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
+                mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
+                with autocast:
+                    out = encoder(x, mask)
+                for b, i in enumerate(batch["index"]):
+                    w = dataset.windows[i]
+                    acc = accs[w.record]
+                    first = int(round(w.start_s / token_s)) + w.keep_from
+                    for m, tok in out.tokens.items():
+                        acc.add(m, first, tok[b, w.keep_from:].float().cpu().numpy(),
+                                bool(out.present[m][b]))
+                    acc.remaining -= 1
+                    if acc.remaining == 0:
+                        rid = readers[w.record].record_id
+                        arrays, present = _levels(acc, cfg, config.keep_tokens)
+                        write_embeddings(run.embedding_file(rid), arrays,
+                                         {"record_id": rid, "modalities": present, **attrs})
+                        status[rid] = "ok"
+                        del accs[w.record]
+                bar.update(len(batch["index"]))
+        run.record_stage("embed", {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id,
+                                   "config": config.to_dict(), "records": status})
+        return status

@@ -117,39 +117,40 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
     config = load_config(EvaluateConfig, config, **overrides)
     check_option("task", task, TASKS)
     run = RunDir(run_dir)
-    run.head_record(task)  # a missing head names the stage to run first
-    heads, record = load_heads(run.head_dir(task))
-    split = read_split(run.split_file(task))
-    test_ids = list(split["test"])
-    if not test_ids:
-        raise StoreError(f"{run.split_file(task)}: the split has no test records.")
-    finetuned = record["mode"] == "finetune"
-    data = load_task_data(run, task, embedding=record["embedding"], scheme=record["scheme"],
-                          record_ids=test_ids, with_embeddings=not finetuned)
-    if not finetuned:
-        check_encoder(record, data.checkpoint_id, run.embeddings_dir)
-    out = head_outputs(heads, record, X=data.X, store=None if not finetuned else run.store(),
-                       record_ids=data.record_ids)
-    base = {"task": task, "mode": record["mode"], "head": str(run.head_dir(task)),
-            "embedding": record["embedding"], "encoder_checkpoint": record["encoder_checkpoint"],
-            "n_boot": config.n_boot, "test_records": data.record_ids, "n_test_nights": len(data),
-            "n_test_subjects": len(set(data.subjects)),
-            "n_train_records": len(record.get("train_records", []))}
-    score = _staging if task == "staging" else _events
-    metrics, predictions, summary = score(data, out, record, config, base)
-    out_dir = run.report_dir(task)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = Evaluation(task, metrics, predictions, summary, out_dir)
-    result.to_json(out_dir / "metrics.json")
-    result.to_csv(out_dir / "summary.csv")
-    write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
-    if config.figures:
-        _figures(result, data, out, record, config.n_hypnograms)
-    run.record_stage(f"evaluate_{task}", {
-        "reports": str(out_dir), "config": config.to_dict(), "test_records": data.record_ids,
-        "summary": {r.metric: r.value for r in summary.itertuples()}})
-    logger.info("%r", result)
-    return result
+    with run.lock(f"evaluate {task}"):
+        run.head_record(task)  # a missing head names the stage to run first
+        heads, record = load_heads(run.head_dir(task))
+        split = read_split(run.split_file(task))
+        test_ids = list(split["test"])
+        if not test_ids:
+            raise StoreError(f"{run.split_file(task)}: the split has no test records.")
+        finetuned = record["mode"] == "finetune"
+        data = load_task_data(run, task, embedding=record["embedding"], scheme=record["scheme"],
+                              record_ids=test_ids, with_embeddings=not finetuned)
+        if not finetuned:
+            check_encoder(record, data.checkpoint_id, run.embeddings_dir)
+        out = head_outputs(heads, record, X=data.X, store=None if not finetuned else run.store(),
+                           record_ids=data.record_ids)
+        base = {"task": task, "mode": record["mode"], "head": str(run.head_dir(task)),
+                "embedding": record["embedding"], "encoder_checkpoint": record["encoder_checkpoint"],
+                "n_boot": config.n_boot, "test_records": data.record_ids, "n_test_nights": len(data),
+                "n_test_subjects": len(set(data.subjects)),
+                "n_train_records": len(record.get("train_records", []))}
+        score = _staging if task == "staging" else _events
+        metrics, predictions, summary = score(data, out, record, config, base)
+        out_dir = run.report_dir(task)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result = Evaluation(task, metrics, predictions, summary, out_dir)
+        result.to_json(out_dir / "metrics.json")
+        result.to_csv(out_dir / "summary.csv")
+        write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
+        if config.figures:
+            _figures(result, data, out, record, config.n_hypnograms)
+        run.record_stage(f"evaluate_{task}", {
+            "reports": str(out_dir), "config": config.to_dict(), "test_records": data.record_ids,
+            "summary": {r.metric: r.value for r in summary.itertuples()}})
+        logger.info("%r", result)
+        return result
 
 
 def _staging(data: TaskData, out: dict, record: dict, config: EvaluateConfig, base: dict):

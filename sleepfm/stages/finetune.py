@@ -211,7 +211,7 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
     config = load_config(FinetuneConfig, config, **overrides)
     config.validate(task)
     run = RunDir(run_dir)
-    with verbose_scope(verbose):
+    with verbose_scope(verbose), run.lock(f"finetune {task}"):
         end_to_end = task == "staging" and config.mode == "finetune"
         data = load_task_data(run, task, embedding=config.embedding, scheme=config.scheme,
                               skip_unlabelled=config.skip_unlabelled,

@@ -29,13 +29,19 @@ from .preprocess import preprocess_record
 logger = logging.getLogger(__name__)
 
 
-def _preprocess_config(run: RunDir) -> PreprocessConfig:
+def _preprocess_config(run: RunDir, config: PredictConfig) -> PreprocessConfig:
+    """The run's preprocessing settings and channel map, with the recording's overrides."""
     saved = run.stage_info("preprocess").get("config")
     if saved is None:
         logger.warning("%s has no preprocessing config; using the defaults", run.run_json)
-        return PreprocessConfig()
+        saved = {}
     known = {f.name for f in fields(PreprocessConfig)}
-    return load_config(PreprocessConfig, {k: v for k, v in saved.items() if k in known})
+    settings = {k: v for k, v in saved.items() if k in known}
+    settings["channel_map"] = config.channel_map or (
+        str(run.channel_map_file) if run.channel_map_file.is_file() else None)
+    if config.on_truncated is not None:
+        settings["on_truncated"] = config.on_truncated
+    return load_config(PreprocessConfig, settings)
 
 
 def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = None, *,
@@ -52,7 +58,8 @@ def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = No
         CSV to write (atomically). Nothing is written when omitted.
     config : PredictConfig, dict or YAML path, optional
         ``keep_work_dir`` (keep the temporary store and embeddings), ``probabilities`` (a
-        ``P_<stage>`` column per class); ``**overrides`` replace single fields.
+        ``P_<stage>`` column per class), ``on_truncated`` and ``channel_map`` (default: the
+        run's preprocessing settings and channel map); ``**overrides`` replace single fields.
     work_dir : path-like, optional
         Where the temporary run directory goes (default: the system's temp dir).
 
@@ -85,7 +92,7 @@ def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = No
         check_encoder(record, run.encoder_id(), run.encoder_dir)
     tmp = RunDir(tempfile.mkdtemp(prefix="sleepfm-predict-", dir=work_dir))
     try:
-        result = preprocess_record(edf_path, tmp, config=_preprocess_config(run))
+        result = preprocess_record(edf_path, tmp, config=_preprocess_config(run, config))
         rid = result.record_id
         if finetuned:
             outputs = head_outputs(heads, record, store=tmp.store(), record_ids=[rid])

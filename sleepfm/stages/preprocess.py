@@ -7,8 +7,11 @@ resumes where it stopped. Bad files are reported with the reason while the batch
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
+import signal
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -21,14 +24,14 @@ import numpy as np
 from .._version import __version__
 from ..channels import DEFAULT_CHANNEL_MAP, ChannelMap
 from ..config import PreprocessConfig, load_config
-from ..exceptions import ChannelError, DataWarning, SignalError, SleepFMError
+from ..exceptions import ChannelError, DataWarning, LabelError, SignalError, SleepFMError
 from ..io import labels as L
 from ..io.cohort import COHORT_NAME, read_cohort, write_cohort
 from ..io.edf import read_edf
-from ..io.store import RecordWriter, build_index, file_is_complete, remove_stale_temporaries
+from ..io.store import RecordWriter, build_index, file_is_complete
 from ..preprocess import preprocess_signal
 from ..rundir import RunDir
-from ..utils import progress_bar, sha256_file
+from ..utils import progress_bar, sha256_file, write_text_atomic
 from ..vocab import record_id, stage_code
 
 logger = logging.getLogger(__name__)
@@ -180,6 +183,17 @@ def find_recordings(input_dir) -> list[Path]:
     return files
 
 
+def _die_with_parent(parent: int) -> None:
+    """Initializer of the worker processes: a worker is killed when the process that started it
+    dies (Linux ``PR_SET_PDEATHSIG``), so a killed run leaves no orphan writing into the store."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers end when their queue closes
+        pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def _worker(args) -> RecordResult:
     path, run_dir, config, channel_map, label_files, sha, threads = args
     try:
@@ -207,8 +221,30 @@ def _already_done(path: Path, sha: str, config: PreprocessConfig, label_files: d
                 and attrs.get("labels_sha256") == labels_key(label_files))
 
 
+def check_cohort(cohort, record_ids: list[str], source) -> None:
+    """Compare a cohort table's record ids with the recordings' ids.
+
+    No id in common is a :class:`LabelError` (the split would silently become one subject per
+    record); ids on one side only are a :class:`DataWarning` naming them.
+    """
+    known, ids = set(cohort["record_id"]), set(record_ids)
+    if not known & ids:
+        raise LabelError(f"{source}: none of its record ids ({', '.join(sorted(known)[:3])}, ...) "
+                         f"is a recording's ({', '.join(sorted(ids)[:3])}, ...); a record id is "
+                         "the file name without its extension and -PSG, case-sensitive. Fix the "
+                         "record_id column.")
+    if known - ids:
+        warnings.warn(f"{source}: {len(known - ids)} record ids match no recording "
+                      f"({', '.join(sorted(known - ids)[:5])}); those rows are not used.",
+                      DataWarning, stacklevel=3)
+    if ids - known:
+        warnings.warn(f"{source}: {len(ids - known)} recordings are not in the table "
+                      f"({', '.join(sorted(ids - known)[:5])}); each is its own subject.",
+                      DataWarning, stacklevel=3)
+
+
 def _unmatched_label_files(label_dirs, used: set[Path]) -> list[str]:
-    patterns = ("*.csv", "*.txt", "*Hypnogram.edf")
+    patterns = ("*.csv", "*.txt", "*Hypnogram.edf", "*.xml")
     found = {p.resolve() for d in label_dirs for pat in patterns for p in Path(d).glob(pat)
              if p.name != COHORT_NAME}
     return sorted(str(p) for p in found - {u.resolve() for u in used})
@@ -278,66 +314,74 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
     '6 ok, 0 failed'
     """
     config = load_config(PreprocessConfig, config, **overrides)
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise SleepFMError(f"{labels_dir}: labels folder not found; pass the folder that holds "
+                           "the label files, or leave --labels out to use those beside the "
+                           "recordings.")
     run = RunDir(run_dir).prepare()
-    channel_map = channel_map_of(config)
-    files = find_recordings(input_dir)
-    if not files:
-        raise SleepFMError(f"{input_dir}: no EDF/BDF files found.")
-    run.hdf5_dir.mkdir(exist_ok=True)
-    for directory in (run.hdf5_dir, run.labels_dir):
-        if directory.is_dir():
-            remove_stale_temporaries(directory)
-    results: list[RecordResult] = []
-    todo = []
-    seen: dict[str, Path] = {}
-    used_labels: set[Path] = set()
-    threads = 1 if config.workers > 1 else 2
-    for path in files:
-        rid = record_id(path)
-        sha = sha256_file(path)
-        if rid in seen:
-            results.append(RecordResult(rid, str(path), "failed", sha256=sha, reason=(
-                f"{path}: record id {rid!r} already used by {seen[rid]}; rename one of them.")))
-            continue
-        seen[rid] = path
-        dirs = [d for d in (labels_dir, path.parent) if d is not None]
-        try:
-            label_files = L.find_label_files(path, rid, dirs)
-        except SleepFMError as err:
-            results.append(RecordResult(rid, str(path), "failed", reason=str(err), sha256=sha))
-            continue
-        used_labels.update(label_files.values())
-        if _already_done(run.store_file(rid), sha, config, label_files):
-            results.append(RecordResult(rid, str(path), "skipped", sha256=sha))
-            continue
-        todo.append((path, run.path, config, channel_map, label_files, sha, threads))
-    with progress_bar(len(todo), "preprocess", "rec", progress) as bar:
-        if config.workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(max_workers=config.workers) as pool:
-                for fut in as_completed([pool.submit(_worker, job) for job in todo]):
-                    results.append(fut.result())
+    with run.lock("preprocess"):
+        channel_map = channel_map_of(config)
+        if config.channel_map:  # kept with the run, so that predict places channels the same way
+            write_text_atomic(run.channel_map_file, Path(config.channel_map).read_text())
+        files = find_recordings(input_dir)
+        if not files:
+            raise SleepFMError(f"{input_dir}: no EDF/BDF files found.")
+        cohort_path = Path(input_dir) / COHORT_NAME
+        cohort = read_cohort(cohort_path) if cohort_path.is_file() else None
+        if cohort is not None:
+            check_cohort(cohort, [record_id(p) for p in files], cohort_path)
+        run.hdf5_dir.mkdir(exist_ok=True)
+        results: list[RecordResult] = []
+        todo = []
+        seen: dict[str, Path] = {}
+        used_labels: set[Path] = set()
+        threads = 1 if config.workers > 1 else 2
+        for path in files:
+            rid = record_id(path)
+            sha = sha256_file(path)
+            if rid in seen:
+                results.append(RecordResult(rid, str(path), "failed", sha256=sha, reason=(
+                    f"{path}: record id {rid!r} already used by {seen[rid]}; rename one of them.")))
+                continue
+            seen[rid] = path
+            dirs = [d for d in (labels_dir, path.parent) if d is not None]
+            try:
+                label_files = L.find_label_files(path, rid, dirs)
+            except SleepFMError as err:
+                results.append(RecordResult(rid, str(path), "failed", reason=str(err), sha256=sha))
+                continue
+            used_labels.update(label_files.values())
+            if _already_done(run.store_file(rid), sha, config, label_files):
+                results.append(RecordResult(rid, str(path), "skipped", sha256=sha))
+                continue
+            todo.append((path, run.path, config, channel_map, label_files, sha, threads))
+        with progress_bar(len(todo), "preprocess", "rec", progress) as bar:
+            if config.workers > 1 and len(todo) > 1:
+                with ProcessPoolExecutor(max_workers=config.workers, initializer=_die_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
+                    for fut in as_completed([pool.submit(_worker, job) for job in todo]):
+                        results.append(fut.result())
+                        bar.update()
+            else:
+                for job in todo:
+                    results.append(_worker(job))
                     bar.update()
-        else:
-            for job in todo:
-                results.append(_worker(job))
-                bar.update()
-    for r in results:
-        if r.status == "failed":
-            logger.error("FAILED %s: %s", r.source, r.reason)
-    build_index(run.hdf5_dir)
-    cohort = Path(input_dir) / COHORT_NAME
-    if cohort.is_file():
-        write_cohort(read_cohort(cohort), run.cohort_file)
-    label_dirs = {Path(labels_dir)} if labels_dir else set()
-    label_dirs |= {p.parent for p in files}
-    batch = BatchResult(sorted(results, key=lambda r: r.record_id),
-                        _unmatched_label_files(label_dirs, used_labels))
-    for path in batch.unmatched_labels:
-        logger.warning("label file matches no recording: %s", path)
-    run.record_stage("preprocess", {
-        "input_dir": str(input_dir), "labels_dir": str(labels_dir) if labels_dir else None,
-        "config": config.to_dict(), "summary": batch.summary,
-        "unmatched_labels": batch.unmatched_labels,
-        "records": [asdict(r) for r in batch.results],
-    })
-    return batch
+        for r in results:
+            if r.status == "failed":
+                logger.error("FAILED %s: %s", r.source, r.reason)
+        build_index(run.hdf5_dir)
+        if cohort is not None:
+            write_cohort(cohort, run.cohort_file)
+        label_dirs = {Path(labels_dir)} if labels_dir else set()
+        label_dirs |= {p.parent for p in files}
+        batch = BatchResult(sorted(results, key=lambda r: r.record_id),
+                            _unmatched_label_files(label_dirs, used_labels))
+        for path in batch.unmatched_labels:
+            logger.warning("label file matches no recording: %s", path)
+        run.record_stage("preprocess", {
+            "input_dir": str(input_dir), "labels_dir": str(labels_dir) if labels_dir else None,
+            "config": config.to_dict(), "summary": batch.summary,
+            "unmatched_labels": batch.unmatched_labels,
+            "records": [asdict(r) for r in batch.results],
+        })
+        return batch
