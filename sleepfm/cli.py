@@ -66,10 +66,12 @@ def cmd_pretrain(args) -> int:
 def cmd_embed(args) -> int:
     status = sleepfm.embed(args.run, _settings(args, EmbedConfig), checkpoint=args.checkpoint,
                            progress=not args.quiet)
-    done = sum(v == "ok" for v in status.values())
+    done = sum(v in ("ok", "updated") for v in status.values())
+    updated = sum(v == "updated" for v in status.values())
     skipped = sum(v == "skipped" for v in status.values())
-    print(f"{done} embedded, {skipped} already done, {len(status) - done - skipped} without "
-          "usable modalities")
+    again = f" ({updated} of them out of date)" if updated else ""
+    print(f"{done} embedded{again}, {skipped} already done, {len(status) - done - skipped} "
+          "without usable modalities")
     return 0
 
 
@@ -103,7 +105,8 @@ def cmd_demo(args) -> int:
     result = sleepfm.demo(args.data, args.run, _settings(args, DemoConfig),
                           progress=not args.quiet)
     print(result.batch.summary)
-    print(f"embedded {sum(v in ('ok', 'skipped') for v in result.embedded.values())} records")
+    print(f"embedded {sum(v in ('ok', 'updated', 'skipped') for v in result.embedded.values())} "
+          "records")
     for task, ev in result.evaluations.items():
         print(f"{task} on {ev.metrics['n_test_nights']} held-out night(s): " + ", ".join(
             f"{row.metric} {row.value:.2f}" for row in ev.summary.head(3).itertuples()))

@@ -131,6 +131,12 @@ def write_json_atomic(path: str | os.PathLike, value: Any) -> None:
     write_text_atomic(path, json.dumps(to_jsonable(value), indent=2) + "\n")
 
 
+def fingerprint(*parts) -> str:
+    """A short id (16 hex digits) of JSON-able ``parts``: equal parts, equal fingerprint."""
+    text = json.dumps(to_jsonable(list(parts)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()

@@ -113,3 +113,44 @@ def test_overlapping_and_backward_stage_rows(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert L.read_stages(p).stages.tolist() == [0, 1]  # adjacent rows are not an overlap
+
+
+NSRR = """<?xml version="1.0" encoding="UTF-8"?>
+<PSGAnnotation><SoftwareVersion>Compumedics</SoftwareVersion><EpochLength>30</EpochLength>
+<ScoredEvents>
+<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>
+<Duration>60.0</Duration><ClockTime>00.00.00 23.00.00</ClockTime></ScoredEvent>
+<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>Wake|0</EventConcept>
+<Start>0</Start><Duration>30.0</Duration></ScoredEvent>
+<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>Stage 2 sleep|2</EventConcept>
+<Start>30</Start><Duration>30.0</Duration></ScoredEvent>
+<ScoredEvent><EventType>Respiratory|Respiratory</EventType>
+<EventConcept>Central apnea|Central Apnea</EventConcept><Start>35.5</Start><Duration>12</Duration>
+</ScoredEvent>
+<ScoredEvent><EventType>Respiratory|Respiratory</EventType>
+<EventConcept>Obstructive apnea|Obstructive Apnea</EventConcept><Start>50</Start>
+<Duration>11</Duration></ScoredEvent>
+<ScoredEvent><EventType>Limb Movement|Limb Movement</EventType>
+<EventConcept>Limb movement - left|Limb Movement (Left)</EventConcept><Start>40</Start>
+<Duration>2</Duration></ScoredEvent>
+</ScoredEvents></PSGAnnotation>
+"""
+
+
+def test_nsrr_xml_pairs_exactly_and_keeps_apnea_subtypes(tmp_path, make_edf):
+    data = tmp_path / "in"
+    make_edf(data / "shhs1-200001.edf", SMALL_CHANNELS, duration=60)
+    make_edf(data / "shhs1-2000010.edf", SMALL_CHANNELS, duration=60, seed=4)
+    (data / "shhs1-200001-nsrr.xml").write_text(NSRR)
+    batch = preprocess_directory(data, tmp_path / "run")
+    assert batch.summary == "2 ok, 0 failed" and batch.unmatched_labels == []
+    (rec,) = [r for r in batch.results if r.record_id == "shhs1-200001"]
+    assert any("Limb Movement" in w for w in rec.warnings)  # unknown concepts reported
+    assert _stages(tmp_path / "run", "shhs1-200001") == [0, 2]
+    assert _stages(tmp_path / "run", "shhs1-2000010") is None
+    events = pd.read_csv(tmp_path / "run" / "labels" / "shhs1-200001.events.csv")
+    assert events.to_dict("list") == {"onset": [35.5, 50.0], "duration": [12.0, 11.0],
+                                      "type": ["apnea", "apnea"],
+                                      "subtype": ["central", "obstructive"]}
+    assert L.read_events(tmp_path / "run" / "labels" / "shhs1-200001.events.csv")[
+        "subtype"].tolist() == ["central", "obstructive"]

@@ -173,6 +173,12 @@ class RecordReader:
         return self.n_samples / self.sample_rate
 
     @property
+    def fingerprint(self) -> str:
+        """Id of what the record was made from (the recording's checksum and the settings);
+        empty for a record written without one."""
+        return str(self.attrs.get("fingerprint", ""))
+
+    @property
     def modalities(self) -> list[str]:
         return list(self.channels)
 

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections import Counter
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -22,10 +21,10 @@ from ..channels import MODALITIES
 from ..checkpoint import artifact_id
 from ..config import EmbedConfig, load_config
 from ..data import CoverWindows
-from ..io.embeddings import write_embeddings
+from ..io.embeddings import read_embedding_attrs, write_embeddings
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
-from ..utils import progress_bar
+from ..utils import fingerprint, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +93,11 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
     Returns
     -------
     dict
-        ``{record_id: "ok" | "skipped" | reason}``; records with none of the encoder's
-        modalities are reported (logged as ``SKIPPED``) and left out.
+        ``{record_id: "ok" | "updated" | "skipped" | reason}``: embedded, embedded again because
+        its store record or the encoder changed since (each embeddings file records the
+        fingerprint of the store record and the encoder it was made from), or up to date;
+        records with none of the encoder's modalities are reported (logged as ``SKIPPED``) and
+        left out.
 
     Raises
     ------
@@ -119,15 +121,17 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
         store.check_sample_rate(cfg.sampling_rate)
         run.embeddings_dir.mkdir(parents=True, exist_ok=True)
         status: dict[str, str] = {}
-        readers = []
+        readers, out_of_date = [], set()
         for rid in store.record_ids:
-            out = run.embedding_file(rid)
-            if not config.overwrite and out.is_file():
-                with h5py.File(out, "r") as f:
-                    if f.attrs.get("checkpoint_id") == ckpt_id:
-                        status[rid] = "skipped"
-                        continue
             reader = store.open(rid)
+            out = run.embedding_file(rid)
+            if out.is_file() and not config.overwrite:
+                made_from = read_embedding_attrs(out)
+                if made_from.get("checkpoint_id") == ckpt_id and \
+                        made_from.get("store_fingerprint") == reader.fingerprint != "":
+                    status[rid] = "skipped"
+                    continue
+                out_of_date.add(rid)
             if not any(m in reader.channels for m in cfg.modalities):
                 status[rid] = (f"no channel of the encoder's modalities {list(cfg.modalities)} "
                                f"(record has {reader.modalities})")
@@ -165,11 +169,18 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
                     if acc.remaining == 0:
                         rid = readers[w.record].record_id
                         arrays, present = _levels(acc, cfg, config.keep_tokens)
-                        write_embeddings(run.embedding_file(rid), arrays,
-                                         {"record_id": rid, "modalities": present, **attrs})
-                        status[rid] = "ok"
+                        made_from = readers[w.record].fingerprint
+                        write_embeddings(run.embedding_file(rid), arrays, {
+                            "record_id": rid, "modalities": present, **attrs,
+                            "store_fingerprint": made_from,
+                            "fingerprint": fingerprint(made_from, ckpt_id)})
+                        status[rid] = "updated" if rid in out_of_date else "ok"
                         del accs[w.record]
                 bar.update(len(batch["index"]))
+        updated = sorted(r for r, v in status.items() if v == "updated")
+        if updated:
+            logger.warning("embedded again %d records whose store record or encoder changed: %s",
+                           len(updated), ", ".join(updated[:5]))
         run.record_stage("embed", {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id,
                                    "config": config.to_dict(), "records": status})
         return status

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import load_heads
+from ..checkpoint import artifact_id
 from ..config import EvaluateConfig, load_config
 from ..eval.bootstrap import bootstrap_ci
 from ..eval.metrics import _accuracy_cm, _kappa_cm, confusion_matrix, severity_agreement
@@ -34,7 +35,7 @@ from ..rundir import RunDir
 from ..splits import read_split
 from ..utils import check_option, write_text_atomic
 from ..vocab import SEVERITY_NAMES, TASKS, ahi_severity
-from .inference import check_encoder, head_outputs
+from .inference import check_encoder, check_inputs, head_outputs
 from .task_data import TaskData, load_task_data
 
 logger = logging.getLogger(__name__)
@@ -129,9 +130,11 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
                               record_ids=test_ids, with_embeddings=not finetuned)
         if not finetuned:
             check_encoder(record, data.checkpoint_id, run.embeddings_dir)
+        check_inputs(run, record)
         out = head_outputs(heads, record, X=data.X, store=None if not finetuned else run.store(),
                            record_ids=data.record_ids)
         base = {"task": task, "mode": record["mode"], "head": str(run.head_dir(task)),
+                "head_id": artifact_id(record),
                 "embedding": record["embedding"], "encoder_checkpoint": record["encoder_checkpoint"],
                 "n_boot": config.n_boot, "test_records": data.record_ids, "n_test_nights": len(data),
                 "n_test_subjects": len(set(data.subjects)),

@@ -46,7 +46,7 @@ from ..splits import (check_split, few_shot, few_shot_epochs, label_fraction, ma
 from ..train import StagingFinetuneModule
 from ..utils import verbose_scope
 from ..vocab import EVENT_NAMES, SCHEMES
-from .task_data import TaskData, load_task_data
+from .task_data import TaskData, current_inputs, load_task_data
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
             val_score = head.score(X_val, y_val) if X_val is not None else None
         else:
             components, history, val_score = _fit_events(data, train, val, config)
+        used = [data.record_ids[i] for i in train + val]  # what the head learnt from
         info = {
             "task": task, "mode": config.mode, "scheme": config.scheme,
             "classes": list(SCHEMES[config.scheme]) if task == "staging" else list(EVENT_NAMES),
@@ -261,6 +262,8 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
             "split": {"file": run.split_file(task).name, "seed": split.get("seed"),
                       **{p: len(split[p]) for p in ("train", "val", "test")}},
             "train_records": [data.record_ids[i] for i in train],
+            "inputs": (current_inputs(run, task, used, with_embeddings=False) if end_to_end
+                       else {r: data.inputs[r] for r in used}),
             "n_train_subjects": len(set(subjects[train])),
             "skipped": data.skipped,
             "training_curve": history,

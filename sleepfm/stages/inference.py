@@ -8,7 +8,9 @@ from ..data import collate_windows, plan_windows
 from ..exceptions import StoreError
 from ..io.store import Store
 from ..models.heads import WindowStagingNet
+from ..rundir import RunDir
 from ..vocab import EPOCH_S
+from .task_data import current_inputs
 
 
 @torch.no_grad()
@@ -61,6 +63,20 @@ def head_outputs(heads: dict, record: dict, *, X=None, store: Store | None = Non
     asleep = [p.argmax(1) == 1 for p in heads["sleep"].predict_proba(list(X))]
     stages = [np.where(a, 2, 0) for a in asleep]
     return {"proba": proba, "sleep": asleep, "ahi": heads["ahi"].predict(proba, stages=stages)}
+
+
+def check_inputs(run, record: dict) -> None:
+    """Raise when what a head was trained on (the embeddings or store records, and the labels,
+    of its training and validation nights) changed since: the head is out of date."""
+    recorded = record.get("inputs", {})
+    current = current_inputs(run, record["task"], list(recorded),
+                             with_embeddings=record["mode"] != "finetune")
+    changed = sorted(r for r, fp in recorded.items() if current[r] != fp)
+    if changed:
+        raise StoreError(f"{RunDir(run).head_dir(record['task'])}: the head was trained on data "
+                         f"that changed since ({len(changed)} nights, e.g. "
+                         f"{', '.join(changed[:5])}: their embeddings or labels are newer); run "
+                         f"`sleepfm finetune {record['task']} --run {RunDir(run).path}` again.")
 
 
 def check_encoder(record: dict, embeddings_id: str, where) -> None:

@@ -31,7 +31,7 @@ from ..io.edf import read_edf
 from ..io.store import RecordWriter, build_index, file_is_complete
 from ..preprocess import preprocess_signal
 from ..rundir import RunDir
-from ..utils import progress_bar, sha256_file, write_text_atomic
+from ..utils import fingerprint, progress_bar, sha256_file, write_text_atomic
 from ..vocab import record_id, stage_code
 
 logger = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
         attrs = {"duration_s": n_out / config.sample_rate, "start_time": rec.start_time,
                  "source_file": edf_path.name, "source_sha256": result.sha256,
                  "config": config.key(), "labels_sha256": labels_key(label_files or {}),
+                 "fingerprint": fingerprint(result.sha256, config.key()),
                  "sleepfm_version": __version__,
                  "unplaced_channels": assignment.unplaced}
         out_path = run.store_file(rec.record_id)
@@ -256,6 +257,8 @@ class BatchResult:
 
     results: list[RecordResult]
     unmatched_labels: list[str] = field(default_factory=list)
+    #: Records that were up to date before this run, from another recording, labels or settings.
+    redone: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> list[RecordResult]:
@@ -335,6 +338,7 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
         todo = []
         seen: dict[str, Path] = {}
         used_labels: set[Path] = set()
+        redone: list[str] = []  # records done before, but from another file, labels or settings
         threads = 1 if config.workers > 1 else 2
         for path in files:
             rid = record_id(path)
@@ -354,6 +358,8 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
             if _already_done(run.store_file(rid), sha, config, label_files):
                 results.append(RecordResult(rid, str(path), "skipped", sha256=sha))
                 continue
+            if file_is_complete(run.store_file(rid)):
+                redone.append(rid)
             todo.append((path, run.path, config, channel_map, label_files, sha, threads))
         with progress_bar(len(todo), "preprocess", "rec", progress) as bar:
             if config.workers > 1 and len(todo) > 1:
@@ -375,13 +381,16 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
         label_dirs = {Path(labels_dir)} if labels_dir else set()
         label_dirs |= {p.parent for p in files}
         batch = BatchResult(sorted(results, key=lambda r: r.record_id),
-                            _unmatched_label_files(label_dirs, used_labels))
+                            _unmatched_label_files(label_dirs, used_labels), sorted(redone))
+        if redone:
+            logger.warning("preprocessed again %d records whose recording, labels or settings "
+                           "changed: %s", len(redone), ", ".join(sorted(redone)[:5]))
         for path in batch.unmatched_labels:
             logger.warning("label file matches no recording: %s", path)
         run.record_stage("preprocess", {
             "input_dir": str(input_dir), "labels_dir": str(labels_dir) if labels_dir else None,
             "config": config.to_dict(), "summary": batch.summary,
-            "unmatched_labels": batch.unmatched_labels,
+            "unmatched_labels": batch.unmatched_labels, "redone": batch.redone,
             "records": [asdict(r) for r in batch.results],
         })
         return batch

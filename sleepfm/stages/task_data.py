@@ -10,7 +10,7 @@ from ..exceptions import LabelError, StoreError
 from ..io.embeddings import read_embedding_attrs, read_embeddings
 from ..io.labels import event_targets, match_length, read_events, read_stages
 from ..rundir import RunDir
-from ..utils import check_option
+from ..utils import check_option, fingerprint, sha256_file
 from ..vocab import EPOCH_S, TASKS, ahi_from_events, group_stages
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,10 @@ class TaskData:
         ``{record_id: reason}`` of records left out (``skip_unlabelled``).
     checkpoint_id : str
         Id of the encoder that made the embeddings.
+    inputs : dict
+        ``{record_id: fingerprint}`` of what each night's data were made from (its embeddings, or
+        its store record without embeddings, and its label files): a head records them, so a
+        result made from inputs that changed since is never used.
     """
 
     record_ids: list[str]
@@ -48,6 +52,7 @@ class TaskData:
     ahi: np.ndarray | None = None
     skipped: dict = field(default_factory=dict)
     checkpoint_id: str = ""
+    inputs: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -65,6 +70,33 @@ class TaskData:
             raise LabelError(f"split names records {missing[:5]} that have no labelled embeddings; "
                              "re-run finetune without --split to make a new split.")
         return [pos[r] for r in records]
+
+
+def _label_files(run: RunDir, rid: str, task: str) -> list:
+    return [run.stage_labels(rid)] + ([run.event_labels(rid)] if task == "events" else [])
+
+
+def input_fingerprint(run: RunDir, rid: str, task: str, source: str) -> str:
+    """Fingerprint of one night's inputs: ``source`` (its embeddings' or store record's
+    fingerprint) and the checksums of its label files."""
+    return fingerprint(source, [sha256_file(p) if p.is_file() else None
+                                for p in _label_files(run, rid, task)])
+
+
+def current_inputs(run, task: str, record_ids, *, with_embeddings: bool = True) -> dict:
+    """``{record_id: fingerprint}`` of the records' inputs as they are now (see
+    :attr:`TaskData.inputs`); a record without embeddings or store record gets ``None``."""
+    run = RunDir(run)
+    out = {}
+    for rid in record_ids:
+        path = run.embedding_file(rid) if with_embeddings else run.store_file(rid)
+        if not path.is_file():
+            out[rid] = None
+            continue
+        source = (read_embedding_attrs(path).get("fingerprint", "") if with_embeddings
+                  else run.store().open(rid).fingerprint)
+        out[rid] = input_fingerprint(run, rid, task, source)
+    return out
 
 
 def _labels(run: RunDir, rid: str, n: int, task: str, scheme: str):
@@ -132,17 +164,24 @@ def load_task_data(run_dir, task: str, *, embedding: str = "fused", scheme: str 
         if missing:
             raise StoreError(f"{run.path}: records {missing[:5]} have no embeddings/store file.")
         ids = [r for r in ids if r in set(record_ids)]
+    if with_embeddings and run.hdf5_dir.is_dir():
+        store = run.store()
+    store_ids = set(store.record_ids) if store is not None else set()
     out = TaskData([], [], [], [], [], [] if task == "events" else None)
-    ahis, encoder_ids = [], set()
+    ahis, encoder_ids, stale = [], set(), []
     for rid in ids:
         if with_embeddings:
             path = run.embedding_file(rid)
             x = read_embeddings(path, level="epoch", name=embedding).astype(np.float32)
-            made_by = str(read_embedding_attrs(path).get("checkpoint_id", ""))
+            attrs = read_embedding_attrs(path)
+            made_by, source = str(attrs.get("checkpoint_id", "")), attrs.get("fingerprint", "")
+            if rid in store_ids and attrs.get("store_fingerprint") != store.open(rid).fingerprint:
+                stale.append(rid)
             n = x.shape[0]
         else:
-            x, made_by = np.zeros((0, 0), np.float32), None
-            n = int(store.open(rid).duration_s // EPOCH_S)
+            reader = store.open(rid)
+            x, made_by, source = np.zeros((0, 0), np.float32), None, reader.fingerprint
+            n = int(reader.duration_s // EPOCH_S)
         try:
             y, stages, night_ahi = _labels(run, rid, n, task, scheme)
         except LabelError as err:
@@ -153,11 +192,16 @@ def load_task_data(run_dir, task: str, *, embedding: str = "fused", scheme: str 
             continue
         if made_by is not None:
             encoder_ids.add(made_by)
+        out.inputs[rid] = input_fingerprint(run, rid, task, source)
         out.record_ids.append(rid)
         out.X.append(x)
         out.y.append(np.asarray(y))
         out.stages.append(stages)
         ahis.append(night_ahi)
+    if stale:
+        raise StoreError(f"{run.embeddings_dir}: the embeddings of {len(stale)} records are "
+                         f"older than their store records ({', '.join(stale[:5])}); run `sleepfm "
+                         f"embed --run {run.path}` to bring them up to date.")
     if not out.record_ids:
         raise LabelError(f"{run.path}: no record has both embeddings and {task} labels "
                          f"(skipped: {out.skipped}).")
