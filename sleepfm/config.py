@@ -156,6 +156,10 @@ class PreprocessConfig(_Settings):
         Recordings processed in parallel (processes).
     channel_map : str, optional
         YAML file extending the channel alias table (``aliases: {name: kind}``, ``ignore: [...]``).
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://HOST:PORT``): each recording is one task
+        on its workers, which must see the input folder and the run directory (a shared file
+        system). Without it, ``workers`` local processes.
     """
 
     sample_rate: float = setting(128.0, "output sampling rate (Hz)", minimum=1.0)
@@ -174,10 +178,12 @@ class PreprocessConfig(_Settings):
                                      choices=("trim", "raise"))
     workers: int = setting(1, "recordings processed in parallel (processes)", minimum=1)
     channel_map: str | None = setting(None, "YAML extending the channel alias table")
+    scheduler: str | None = setting(None, "address of a Dask scheduler (tcp://HOST:PORT) to run "
+                                    "the recordings on; the run directory must be shared")
 
     def key(self) -> str:
         """Settings that change the output; a record preprocessed under other settings is redone."""
-        ignored = ("on_label_mismatch", "on_truncated", "workers", "channel_map")
+        ignored = ("on_label_mismatch", "on_truncated", "workers", "channel_map", "scheduler")
         return json.dumps({k: v for k, v in asdict(self).items() if k not in ignored}, sort_keys=True)
 
 
@@ -254,6 +260,10 @@ class EmbedConfig(_Settings):
         Also keep the 5 s token embeddings.
     overwrite : bool, default=False
         Embed again records already embedded with this encoder.
+    scheduler : str, optional
+        Address of a Dask distributed scheduler: each record is one task on its workers (each
+        loads the encoder once), which must see the run directory. Windows are batched within a
+        record, so a record's embedding is the same wherever it is computed.
     """
 
     batch_size: int = setting(16, "windows per forward pass", minimum=1)
@@ -261,6 +271,8 @@ class EmbedConfig(_Settings):
     num_workers: int = setting(0, "DataLoader worker processes", minimum=0, flag="--workers")
     keep_tokens: bool = setting(False, "also keep the 5 s token embeddings", flag="--tokens")
     overwrite: bool = setting(False, "re-embed records already done")
+    scheduler: str | None = setting(None, "address of a Dask scheduler (tcp://HOST:PORT) to run "
+                                    "the records on; the run directory must be shared")
 
 
 @dataclass

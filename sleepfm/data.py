@@ -216,24 +216,25 @@ class CoverWindow:
 
 
 class CoverWindows(Dataset):
-    """Windows that cover every record of ``readers`` (see :func:`plan_windows`).
+    """Windows that cover every record of ``readers`` (see :func:`plan_windows`), record after
+    record.
 
-    Records shorter than a window are one window of their whole-token length. Windows are
-    ordered so that :meth:`batches` groups windows of equal length; an item is a sample of
-    :func:`collate_windows` plus its ``index``.
+    Records shorter than a window are one window of their whole-token length. :meth:`batches`
+    never puts windows of two records in one batch, so a record's embedding does not depend on
+    which records it is embedded with, nor on how records are spread over a cluster. An item
+    is a sample of :func:`collate_windows` plus its ``index``.
     """
 
     def __init__(self, readers: list[RecordReader], *, window_s: float, token_s: float,
                  modalities=MODALITIES):
         self.readers = list(readers)
         self.modalities = tuple(modalities)
-        self.lengths, windows = [], []
+        self.lengths, self.windows = [], []
         for k, r in enumerate(self.readers):
             n_tokens = int(r.duration_s // token_s)
             self.lengths.append(min(window_s, n_tokens * token_s))
-            windows += [CoverWindow(k, s, keep) for s, keep in plan_windows(r.duration_s, window_s,
-                                                                           token_s)]
-        self.windows = sorted(windows, key=lambda w: self.lengths[w.record] != window_s)
+            self.windows += [CoverWindow(k, s, keep)
+                             for s, keep in plan_windows(r.duration_s, window_s, token_s)]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -246,15 +247,14 @@ class CoverWindows(Dataset):
         return {"x": x, "record_id": r.record_id, "start_s": w.start_s, "index": i}
 
     def batches(self, batch_size: int) -> list[list[int]]:
-        """Batches of at most ``batch_size`` consecutive windows of one length."""
-        out, current, current_len = [], [], None
+        """Batches of at most ``batch_size`` consecutive windows of one record."""
+        out, current = [], []
         for i, w in enumerate(self.windows):
-            n = self.lengths[w.record]
-            if current and (len(current) == batch_size or n != current_len):
+            if current and (len(current) == batch_size or
+                            w.record != self.windows[current[-1]].record):
                 out.append(current)
                 current = []
             current.append(i)
-            current_len = n
         if current:
             out.append(current)
         return out

@@ -160,7 +160,8 @@ class RunDir:
 
         A second writer (another process) is refused with a :class:`StoreError` naming the
         holder. The lock is the operating system's (``flock``), so a killed holder releases it.
-        Taking it removes what killed runs left behind (:meth:`remove_stale_temporaries`).
+        Taking it removes what killed runs left behind, and so does releasing it (what workers
+        lost during the stage left; see :meth:`remove_stale_temporaries`).
         """
         self.prepare()
         key = self.path.resolve()
@@ -191,6 +192,7 @@ class RunDir:
                 yield self
             finally:
                 del _HELD[key]
+                self.remove_stale_temporaries()  # e.g. of a worker lost mid-run
                 os.ftruncate(fd, 0)
         finally:
             os.close(fd)

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sleepfm.cli",),
 ]
 # Third-party packages heavy enough to be imported only where they are used.
-LAZY_ALLOWED = {"matplotlib", "mne", "torch", "safetensors", "yasa"}
+LAZY_ALLOWED = {"matplotlib", "mne", "torch", "safetensors", "yasa", "distributed"}
 MAX_LINES, LONG_ALLOWED = 800, {"sleepfm.synthetic"}
 
 

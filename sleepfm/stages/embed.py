@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import as_completed
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from ..io.embeddings import read_embedding_attrs, write_embeddings
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
+from .cluster import executor
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,63 @@ def _levels(acc: _Accumulator, cfg, keep_tokens: bool) -> tuple[dict, list[str]]
     return arrays, present
 
 
+def embed_records(run: RunDir, readers, encoder, config: EmbedConfig, attrs: dict, *,
+                  progress: bool = False) -> Iterator[str]:
+    """Embed whole records with ``encoder`` and write their files; yields each record id when its
+    file is written. Windows are batched within a record (:class:`~sleepfm.data.CoverWindows`),
+    so the result is the same however the records are grouped."""
+    cfg = encoder.config
+    token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
+    dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
+    n_windows = Counter(w.record for w in dataset.windows)
+    accs = {k: _Accumulator(int(r.duration_s // token_s), n_windows[k], cfg.embed_dim)
+            for k, r in enumerate(readers)}
+    loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
+                        collate_fn=CoverWindows.collate, num_workers=config.num_workers)
+    autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
+                else contextlib.nullcontext())
+    attrs = {**attrs, "token_s": token_s, "epoch_s": token_s * cfg.tokens_per_epoch,
+             "window_s": window_s, "encoder_config": cfg.to_dict()}
+    with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
+        for batch in loader:
+            x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
+            mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
+            with autocast:
+                out = encoder(x, mask)
+            for b, i in enumerate(batch["index"]):
+                w = dataset.windows[i]
+                acc = accs[w.record]
+                first = int(round(w.start_s / token_s)) + w.keep_from
+                for m, tok in out.tokens.items():
+                    acc.add(m, first, tok[b, w.keep_from:].float().cpu().numpy(),
+                            bool(out.present[m][b]))
+                acc.remaining -= 1
+                if acc.remaining == 0:
+                    reader = readers[w.record]
+                    arrays, present = _levels(acc, cfg, config.keep_tokens)
+                    write_embeddings(run.embedding_file(reader.record_id), arrays, {
+                        "record_id": reader.record_id, "modalities": present, **attrs,
+                        "store_fingerprint": reader.fingerprint,
+                        "fingerprint": fingerprint(reader.fingerprint, attrs["checkpoint_id"])})
+                    del accs[w.record]
+                    yield reader.record_id
+            bar.update(len(batch["index"]))
+
+
+# Encoders loaded by this worker process of a cluster, by (artefact, checksum, device).
+_WORKER_ENCODERS: dict[tuple, object] = {}
+
+
+def _embed_task(run_path, record_id: str, ckpt_dir, config: EmbedConfig, attrs: dict) -> str:
+    """One record embedded on a cluster worker (which loads each encoder once)."""
+    key = (str(ckpt_dir), attrs["checkpoint_id"], config.device)
+    if key not in _WORKER_ENCODERS:
+        _WORKER_ENCODERS[key] = load_encoder(ckpt_dir, device=config.device)[0]
+    run = RunDir(run_path)
+    reader = run.store().open(record_id)
+    return next(embed_records(run, [reader], _WORKER_ENCODERS[key], config, attrs))
+
+
 def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
           progress: bool = False, **overrides) -> dict[str, str]:
     """Embed every record of the run's store into ``RUN_DIR/embeddings``; resumable.
@@ -117,7 +177,7 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
         encoder, record = load_encoder(ckpt_dir, device=config.device)
         cfg = encoder.config
         ckpt_id = artifact_id(record)
-        token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
+        token_s = cfg.token_seconds
         store.check_sample_rate(cfg.sampling_rate)
         run.embeddings_dir.mkdir(parents=True, exist_ok=True)
         status: dict[str, str] = {}
@@ -141,42 +201,24 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
                 readers.append(reader)
                 continue
             logger.error("SKIPPED %s: %s", rid, status[rid])
-        dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
-        n_windows = Counter(w.record for w in dataset.windows)
-        accs = {k: _Accumulator(int(r.duration_s // token_s), n_windows[k], cfg.embed_dim)
-                for k, r in enumerate(readers)}
-        loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
-                            collate_fn=CoverWindows.collate, num_workers=config.num_workers)
-        autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
-                    else contextlib.nullcontext())
-        attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id, "token_s": token_s,
-                 "epoch_s": token_s * cfg.tokens_per_epoch, "window_s": window_s,
-                 "encoder_config": cfg.to_dict()}
-        with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
-            for batch in loader:
-                x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
-                mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
-                with autocast:
-                    out = encoder(x, mask)
-                for b, i in enumerate(batch["index"]):
-                    w = dataset.windows[i]
-                    acc = accs[w.record]
-                    first = int(round(w.start_s / token_s)) + w.keep_from
-                    for m, tok in out.tokens.items():
-                        acc.add(m, first, tok[b, w.keep_from:].float().cpu().numpy(),
-                                bool(out.present[m][b]))
-                    acc.remaining -= 1
-                    if acc.remaining == 0:
-                        rid = readers[w.record].record_id
-                        arrays, present = _levels(acc, cfg, config.keep_tokens)
-                        made_from = readers[w.record].fingerprint
-                        write_embeddings(run.embedding_file(rid), arrays, {
-                            "record_id": rid, "modalities": present, **attrs,
-                            "store_fingerprint": made_from,
-                            "fingerprint": fingerprint(made_from, ckpt_id)})
+        attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id}
+        if config.scheduler:
+            with executor(scheduler=config.scheduler) as pool, \
+                    progress_bar(len(readers), "embed", "record", progress) as bar:
+                jobs = {pool.submit(_embed_task, run.path, r.record_id, ckpt_dir, config, attrs):
+                        r.record_id for r in readers}
+                for fut in as_completed(jobs):
+                    rid = jobs[fut]
+                    try:
+                        fut.result()
                         status[rid] = "updated" if rid in out_of_date else "ok"
-                        del accs[w.record]
-                bar.update(len(batch["index"]))
+                    except Exception as err:  # noqa: BLE001 - reported, the others go on
+                        status[rid] = f"its worker was lost ({type(err).__name__}: {err}); run again"
+                        logger.error("FAILED %s: %s", rid, status[rid])
+                    bar.update()
+        else:
+            for rid in embed_records(run, readers, encoder, config, attrs, progress=progress):
+                status[rid] = "updated" if rid in out_of_date else "ok"
         updated = sorted(r for r, v in status.items() if v == "updated")
         if updated:
             logger.warning("embedded again %d records whose store record or encoder changed: %s",

@@ -14,7 +14,7 @@ import os
 import signal
 import traceback
 import warnings
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from ..preprocess import preprocess_signal
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar, sha256_file, write_text_atomic
 from ..vocab import record_id, stage_code
+from .cluster import executor
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,18 @@ def _worker(args) -> RecordResult:
                             reason=f"{Path(path).name}: {type(err).__name__}: {err}", sha256=sha)
 
 
+def _outcome(future, job) -> RecordResult:
+    """The result of a job run in a pool or on a cluster; a job that could not run (its worker
+    died, the cluster lost it) is that record's failure."""
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001 - reported, and the batch goes on
+        path, sha = job[0], job[5]
+        return RecordResult(record_id(path), str(path), "failed", sha256=sha, reason=(
+            f"{Path(path).name}: its worker was lost ({type(err).__name__}: {err}); run the "
+            "same command again to retry it."))
+
+
 def labels_key(label_files: dict) -> str:
     """Checksums of a record's label files: a changed label file makes the record run again."""
     return json.dumps({k: sha256_file(p) for k, p in sorted(label_files.items())})
@@ -339,7 +352,7 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
         seen: dict[str, Path] = {}
         used_labels: set[Path] = set()
         redone: list[str] = []  # records done before, but from another file, labels or settings
-        threads = 1 if config.workers > 1 else 2
+        threads = 1 if config.workers > 1 or config.scheduler else 2
         for path in files:
             rid = record_id(path)
             sha = sha256_file(path)
@@ -361,16 +374,18 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
             if file_is_complete(run.store_file(rid)):
                 redone.append(rid)
             todo.append((path, run.path, config, channel_map, label_files, sha, threads))
-        with progress_bar(len(todo), "preprocess", "rec", progress) as bar:
-            if config.workers > 1 and len(todo) > 1:
-                with ProcessPoolExecutor(max_workers=config.workers, initializer=_die_with_parent,
-                                         initargs=(os.getpid(),)) as pool:
-                    for fut in as_completed([pool.submit(_worker, job) for job in todo]):
-                        results.append(fut.result())
-                        bar.update()
-            else:
+        workers = config.workers if len(todo) > 1 else 1
+        with progress_bar(len(todo), "preprocess", "rec", progress) as bar, \
+                executor(workers, config.scheduler, initializer=_die_with_parent,
+                         initargs=(os.getpid(),)) as pool:
+            if pool is None:
                 for job in todo:
                     results.append(_worker(job))
+                    bar.update()
+            else:
+                jobs = {pool.submit(_worker, job): job for job in todo}
+                for fut in as_completed(jobs):
+                    results.append(_outcome(fut, jobs[fut]))
                     bar.update()
         for r in results:
             if r.status == "failed":
