@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .channels import MODALITIES
 from .exceptions import StoreError
@@ -94,6 +94,26 @@ class WindowDataset(Dataset):
         rng = np.random.default_rng((self.seed, self._epoch, i))
         data = reader.read(start, start + self.window_s, channels=self._channels(reader, rng))
         return {"x": data, "record_id": reader.record_id, "start_s": start}
+
+
+class EpochShuffle(Sampler[int]):
+    """A random order of ``n`` items that depends only on the seed and the epoch.
+
+    Lightning calls :meth:`set_epoch` at each epoch, so a run resumed from a checkpoint sees every
+    epoch in the order an uninterrupted run does.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def collate_windows(samples: list[dict], modalities=MODALITIES) -> dict:
@@ -172,10 +192,10 @@ class WindowDataModule(L.LightningDataModule):
     def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
         # Training drops a last batch too small to hold negatives for a contrastive loss;
         # workers are re-created each epoch so they see the epoch's channel augmentation.
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
+        return DataLoader(dataset, batch_size=self.batch_size,
+                          sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
                           num_workers=self.num_workers, collate_fn=collate_windows,
-                          drop_last=shuffle and len(dataset) > self.batch_size,
-                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
+                          drop_last=shuffle and len(dataset) > self.batch_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -10,6 +10,7 @@ Every stage reads what the previous one wrote and adds its own part::
     RUN/checkpoints/encoder/                   pretrain     the encoder artefact
     RUN/checkpoints/lightning/last.ckpt        pretrain     training state for a resume
     RUN/checkpoints/pretrain_module.json       pretrain     the settings last.ckpt was made with
+    RUN/checkpoints/lightning/finetune_staging.ckpt   finetune (end to end), until it completes
     RUN/logs/<stage>/                          pretrain, finetune: loss curves (CSV)
     RUN/embeddings/<record>.h5                 embed        per token / epoch / window / night
     RUN/heads/<task>/                          finetune     the head artefact + split.json
@@ -118,6 +119,14 @@ class RunDir:
     @property
     def pretrain_settings(self) -> Path:
         return self.checkpoints_dir / "pretrain_module.json"
+
+    @property
+    def finetune_checkpoint(self) -> Path:
+        return self.lightning_dir / "finetune_staging.ckpt"
+
+    @property
+    def finetune_settings(self) -> Path:
+        return self.checkpoints_dir / "finetune_staging.json"
 
     @property
     def embeddings_dir(self) -> Path:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 from sleepfm.artifacts import load_encoder, save_encoder
 from sleepfm.config import PretrainConfig
@@ -180,6 +182,53 @@ def test_killed_pretraining_resumes(store_run, tmp_path):
     assert info["initial_val_loss"] is not None  # the untrained baseline survives the resume
 
 
+def _kill_after_first_checkpoint(cmd, last: Path, extra_s: float) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), "no checkpoint was written before the deadline"
+    time.sleep(extra_s)  # into the next epoch, at no particular moment
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra_s", [0.0, 0.7])
+def test_killed_and_resumed_pretraining_equals_an_uninterrupted_run(store_run, tmp_path, extra_s):
+    """Same final weights, the same best encoder, and one loss log with every step once."""
+    cfg = _config_file(tmp_path / "cfg.yaml", max_epochs=4)
+    runs = {name: _linked_run(tmp_path / name, store_run, "N*") for name in ("whole", "killed")}
+    args = ["--config", str(cfg), "--quiet"]
+    assert subprocess.run(_cli("pretrain", "--run", str(runs["whole"]), *args),
+                          capture_output=True, timeout=600).returncode == 0
+    last = runs["killed"] / "checkpoints" / "lightning" / "last.ckpt"
+    _kill_after_first_checkpoint(_cli("pretrain", "--run", str(runs["killed"]), *args), last,
+                                 extra_s)
+    done = subprocess.run(_cli("pretrain", "--run", str(runs["killed"]), *args),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    whole, _ = load_encoder(runs["whole"] / "checkpoints" / "encoder")
+    resumed, record = load_encoder(runs["killed"] / "checkpoints" / "encoder")
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    states = [torch.load(run / "checkpoints" / "lightning" / "last.ckpt", weights_only=True)
+              for run in runs.values()]
+    for name, tensor in states[0]["state_dict"].items():
+        assert torch.equal(tensor, states[1]["state_dict"][name]), name
+    a, b = (read_pretrain_metrics(run) for run in runs.values())
+    for frame in (a, b):
+        train = frame.dropna(subset=["train/loss"])
+        assert not train["step"].duplicated().any()
+    cols = ["step", "epoch", "train/loss"]
+    pd.testing.assert_frame_equal(a.dropna(subset=["train/loss"])[cols].reset_index(drop=True),
+                                  b.dropna(subset=["train/loss"])[cols].reset_index(drop=True))
+    info = {n: json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+            for n, run in runs.items()}
+    for key in ("best_val_loss", "initial_val_loss", "exported", "steps"):
+        assert info["whole"][key] == info["killed"][key], key
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(store_run, tmp_path):
     run = _linked_run(tmp_path / "run", store_run, "N*")
@@ -210,21 +259,33 @@ def test_demo_runs_end_to_end_on_data_samples(tmp_path):
     assert real.shape[0] == 10  # the real 5-minute excerpt: one context window, ten epochs
 
 
-def test_untrained_encoder_is_never_exported(store_run, tmp_path):
-    """The validation before training is the baseline, not a candidate: with a learning rate far
-    too high no epoch beats it, and the run says so instead of exporting the initialisation as
-    'best'."""
+def test_untrained_encoder_is_never_exported(store_run, tmp_path, monkeypatch):
+    """The validation before training is the baseline, not a candidate: when no epoch beats it
+    (simulated: every validation of the fit reports a loss of 99), the run says so instead of
+    exporting the initialisation as 'best', and exports a trained encoder."""
+    from sleepfm.train import PretrainModule
+
+    real = PretrainModule.validation_step
+
+    def worse(module, batch, batch_idx):
+        if module.trainer.state.fn != "fit":
+            return real(module, batch, batch_idx)
+        module.log("val/loss", torch.tensor(99.0), batch_size=len(batch["record_id"]))
+
     run = _linked_run(tmp_path / "run", store_run, "N0[0-5]")
-    with pytest.warns(ConvergenceWarning, match="did not beat the untrained encoder"):
-        pretrain(run, PretrainConfig(max_epochs=2, **{**TINY, "lr": 100.0}), progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(PretrainModule, "validation_step", worse)
+        with pytest.warns(ConvergenceWarning, match="did not beat the untrained encoder"):
+            pretrain(run, PretrainConfig(max_epochs=2, **TINY), progress=False)
     info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
     assert info["beat_untrained"] is False and info["exported"]["step"] > 0
     _, record = load_encoder(run / "checkpoints" / "encoder")
     assert record["metadata"]["step"] == info["exported"]["step"] > 0
-    assert record["metadata"]["epoch"] == info["exported"]["epoch"]
-    assert info["best_val_loss"] >= info["initial_val_loss"]
+    assert record["metadata"]["epoch"] == info["exported"]["epoch"] == 0
+    assert info["best_val_loss"] == 99.0 > info["initial_val_loss"]
     # A run that learns beats its baseline and records the epoch it exported.
-    pretrain(run, PretrainConfig(max_epochs=2, **TINY), resume=False, progress=False)
+    run = _linked_run(tmp_path / "learns", store_run, "N*")
+    pretrain(run, PretrainConfig(max_epochs=3, **TINY), progress=False)
     info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
     assert info["beat_untrained"] is True and info["best_val_loss"] < info["initial_val_loss"]
     assert load_encoder(run / "checkpoints" / "encoder")[1]["metadata"]["step"] == \

@@ -31,13 +31,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from ..artifacts import load_encoder, save_heads
 from ..config import FinetuneConfig, load_config
-from ..data import LabelledWindows
+from ..checkpoint import artifact_id
+from ..data import EpochShuffle, LabelledWindows
 from ..exceptions import LabelError
 from ..models.heads import AHIRegressor, EventHead, LinearProbe, StagingHead, WindowStagingNet
 from ..rundir import RunDir
@@ -46,6 +46,7 @@ from ..splits import (check_split, few_shot, few_shot_epochs, label_fraction, ma
 from ..train import StagingFinetuneModule
 from ..utils import verbose_scope
 from ..vocab import EVENT_NAMES, SCHEMES
+from .resume import AtomicCheckpoint, RNGState, read_metrics, record_settings, resumable
 from .task_data import TaskData, current_inputs, load_task_data
 
 logger = logging.getLogger(__name__)
@@ -117,8 +118,14 @@ def _fit_events(data: TaskData, train: list[int], val: list[int], config: Finetu
 
 def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[int],
                       config: FinetuneConfig, n_classes: int):
-    """Fine-tune the run's encoder end to end; returns (net, history)."""
-    encoder, _ = load_encoder(run.encoder_dir)
+    """Fine-tune the run's encoder end to end; returns (net, history).
+
+    The training state is checkpointed at every epoch (``RUN/checkpoints/lightning/
+    finetune_staging.ckpt``): run the same command again after a kill and it resumes to the
+    result an uninterrupted run gives (:mod:`sleepfm.stages.resume`). Other settings, another
+    split or another encoder start again from the encoder.
+    """
+    encoder, record = load_encoder(run.encoder_dir)
     encoder.train()
     cfg = encoder.config
     window_s = cfg.context_tokens * cfg.token_seconds
@@ -143,24 +150,35 @@ def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[i
 
     def loader(dataset, shuffle):
         return torch.utils.data.DataLoader(
-            dataset, batch_size=config.batch_size, shuffle=shuffle,
-            collate_fn=LabelledWindows.collate,
-            generator=torch.Generator().manual_seed(config.seed) if shuffle else None)
+            dataset, batch_size=config.batch_size, collate_fn=LabelledWindows.collate,
+            sampler=EpochShuffle(len(dataset), config.seed) if shuffle else None)
 
+    settings = {"config": config.to_dict(), "encoder": artifact_id(record),
+                "train": [data.record_ids[i] for i in train],
+                "val": [data.record_ids[i] for i in val]}
+    ckpt = run.finetune_checkpoint
+    resume = resumable(ckpt, run.finetune_settings, settings)
     log_dir = run.log_dir("finetune_staging")
-    shutil.rmtree(log_dir, ignore_errors=True)  # this run's curve only
+    if not resume:  # a new run: its own curve only
+        ckpt.unlink(missing_ok=True)
+        shutil.rmtree(log_dir, ignore_errors=True)
+    record_settings(run.finetune_settings, settings)
     trainer = L.Trainer(max_epochs=config.epochs or 3,
                         accelerator="cpu" if config.device == "cpu" else "auto", devices=1,
-                        logger=CSVLogger(log_dir.parent, name=log_dir.name, version=""),
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, log_every_n_steps=1, num_sanity_val_steps=0)
+                        logger=CSVLogger(log_dir.parent, name=log_dir.name),
+                        callbacks=[AtomicCheckpoint(dirpath=ckpt.parent, filename=ckpt.stem,
+                                                    monitor=None, save_top_k=1, every_n_epochs=1,
+                                                    enable_version_counter=False),
+                                   RNGState()],
+                        enable_progress_bar=False, enable_model_summary=False,
+                        log_every_n_steps=1, num_sanity_val_steps=0)
     trainer.fit(module, train_dataloaders=loader(train_set, True),
-                val_dataloaders=loader(val_set, False) if len(val_set) else None)
+                val_dataloaders=loader(val_set, False) if len(val_set) else None,
+                ckpt_path=str(ckpt) if resume else None, weights_only=True)
     net.eval()
     history = []
-    metrics_csv = log_dir / "metrics.csv"
-    if metrics_csv.is_file():
-        m = pd.read_csv(metrics_csv)
+    m = read_metrics(log_dir)
+    if len(m):
         for epoch, g in m.groupby("epoch"):
             rec = {"epoch": int(epoch)}
             if "train/loss" in g:
@@ -273,6 +291,9 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
         save_heads(out_dir, components, info,
                    extra=lambda tmp: write_split(tmp / run.split_file(task).name, split),
                    encoder_metadata={"finetuned_from": str(run.encoder_dir), "task": task})
+        if end_to_end:  # trained and saved: nothing left to resume
+            run.finetune_checkpoint.unlink(missing_ok=True)
+            run.finetune_settings.unlink(missing_ok=True)
         run.record_stage(f"finetune_{task}", {
             "head": str(out_dir), "mode": config.mode, "config": config.to_dict(),
             "train_records": info["train_records"], "test_records": split["test"],

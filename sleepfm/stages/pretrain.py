@@ -11,7 +11,6 @@ Writes::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -22,34 +21,22 @@ import lightning as L
 import pandas as pd
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from ..artifacts import save_encoder
 from ..config import PretrainConfig, load_config
 from ..data import WindowDataModule
-from ..exceptions import ConvergenceWarning, InvalidParameterError, SleepFMError, StoreError
+from ..exceptions import ConvergenceWarning, InvalidParameterError, SleepFMError
 from ..models import create_encoder
 from ..models.precision import checked_precision
 from ..rundir import RunDir
 from ..train import PretrainModule
-from ..utils import write_json_atomic
+from .resume import (AtomicCheckpoint, RNGState, changed_settings, read_metrics, record_settings,
+                     resumable)
 
 logger = logging.getLogger(__name__)
-
-
-class _AtomicCheckpoint(ModelCheckpoint):
-    """Lightning's checkpoint, written to a temporary file and renamed: a kill while saving leaves
-    the previous ``last.ckpt`` intact."""
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        tmp = f"{filepath}.tmp"
-        trainer.save_checkpoint(tmp, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(tmp, filepath)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
 
 
 class _ExportBest(Callback):
@@ -100,15 +87,13 @@ class _ExportBest(Callback):
 
 
 def read_pretrain_metrics(run_dir) -> pd.DataFrame:
-    """Loss curves of every pre-training invocation of a run, oldest first (``version`` column).
+    """The loss log of a run's pre-training: one row per logged step and epoch, oldest first.
 
-    A resumed run logs into a new version, so the curve of a killed and resumed run is the
-    concatenation (steps continue where the checkpoint left off). Empty when nothing was logged.
+    Each invocation (a resume too) logs a version of its own (``version`` column); the steps a
+    resumed invocation redid after a kill replace the killed one's, so every step appears once.
+    Empty when nothing was logged.
     """
-    root = RunDir(run_dir).log_dir("pretrain")
-    files = sorted(root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    frames = [pd.read_csv(f).assign(version=int(f.parent.name.split("_")[1])) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return read_metrics(RunDir(run_dir).log_dir("pretrain"))
 
 
 def _global_rank_zero() -> bool:
@@ -116,29 +101,6 @@ def _global_rank_zero() -> bool:
     run the same command again, must not take the run's lock)."""
     return all(os.environ.get(v, "0") == "0" for v in ("RANK", "LOCAL_RANK", "NODE_RANK",
                                                         "SLURM_PROCID"))
-
-
-def _check_resumable(path, hparams, ckpt_path: str | None) -> None:
-    """Record the module's settings beside ``last.ckpt``; refuse to resume under other settings
-    (the saved weights would not fit, or would silently continue a different experiment), or from
-    a file that cannot be read without unpickling code."""
-    current = json.loads(json.dumps(dict(hparams), default=str))
-    if ckpt_path:
-        try:
-            with warnings.catch_warnings():  # torch's own advice is about unpickling; not taken
-                warnings.simplefilter("ignore")
-                torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any failure means the file cannot be trusted
-            raise StoreError(f"{ckpt_path} cannot be read as a training checkpoint without "
-                             f"unpickling code ({type(err).__name__}); delete it, or pass "
-                             "--restart to start again.") from None
-    if ckpt_path and path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != current:
-            changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-            raise SleepFMError(f"{ckpt_path} was written with other settings ({', '.join(changed)} "
-                               "differ); pass --restart to start again, or use the original config.")
-    write_json_atomic(path, current)
 
 
 def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: bool = True,
@@ -194,9 +156,9 @@ def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: boo
                                  "records": store.record_ids, "config": config.to_dict()}}
         export = _ExportBest(run.encoder_dir, metadata)
         callbacks = [
-            _AtomicCheckpoint(dirpath=run.lightning_dir, filename="last", monitor=None, save_top_k=1,
-                              enable_version_counter=False, every_n_epochs=1),
-            export,
+            AtomicCheckpoint(dirpath=run.lightning_dir, filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False, every_n_epochs=1),
+            export, RNGState(),
         ]
         if config.val_fraction > 0 and config.patience > 0:
             callbacks.append(EarlyStopping(monitor="val/loss", patience=config.patience, mode="min",
@@ -219,7 +181,13 @@ def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: boo
             raise InvalidParameterError(f"the trainer settings are not usable here: {err}") from None
         last = run.last_checkpoint
         ckpt_path = str(last) if resume and last.is_file() else None
-        _check_resumable(run.pretrain_settings, module.hparams, ckpt_path)
+        settings = dict(module.hparams)
+        if ckpt_path and not resumable(last, run.pretrain_settings, settings):
+            changed = (changed_settings(run.pretrain_settings, settings)
+                       if run.pretrain_settings.is_file() else ["the record of them"])
+            raise SleepFMError(f"{ckpt_path} was written with other settings ({', '.join(changed)} "
+                               "differ); pass --restart to start again, or use the original config.")
+        record_settings(run.pretrain_settings, settings)
         if ckpt_path:
             logger.info("resuming from %s", last)
         elif config.val_fraction > 0:
