@@ -9,6 +9,8 @@ The public API, what a notebook needs::
     sleepfm.embed(run)
     sleepfm.finetune(run, "staging", mode="lstm")
     sleepfm.evaluate(run, "staging").summary
+    sleepfm.finetune(run, "disease", outcomes="outcomes/")   # Cox heads + demographics baseline
+    sleepfm.evaluate(run, "disease", horizon=6).summary
     sleepfm.predict("night.edf", run, "night.hypnogram.csv")
 
 Names are loaded on first use, so ``import sleepfm`` (and the command line) starts fast and a
@@ -28,6 +30,9 @@ _API: dict[str, str] = {
     "read_events": "sleepfm.io.labels",
     "Hypnogram": "sleepfm.io.labels",
     "read_embeddings": "sleepfm.io.embeddings",
+    "read_outcomes": "sleepfm.io.outcomes",
+    "write_outcomes": "sleepfm.io.outcomes",
+    "Outcomes": "sleepfm.io.outcomes",
     "ChannelMap": "sleepfm.channels",
     "DEFAULT_CHANNEL_MAP": "sleepfm.channels",
     "MODALITIES": "sleepfm.channels",
@@ -43,6 +48,8 @@ _API: dict[str, str] = {
     "EmbedConfig": "sleepfm.config",
     "FinetuneConfig": "sleepfm.config",
     "EvaluateConfig": "sleepfm.config",
+    "DiseaseConfig": "sleepfm.config",
+    "DiseaseEvaluateConfig": "sleepfm.config",
     "PredictConfig": "sleepfm.config",
     "DemoConfig": "sleepfm.config",
     "load_config": "sleepfm.config",
@@ -58,6 +65,7 @@ _API: dict[str, str] = {
     "read_pretrain_metrics": "sleepfm.stages.pretrain",
     "embed": "sleepfm.stages.embed",
     "load_task_data": "sleepfm.stages.task_data",
+    "load_disease_data": "sleepfm.stages.disease_data",
     "finetune": "sleepfm.stages.finetune",
     "evaluate": "sleepfm.stages.evaluate",
     "predict": "sleepfm.stages.predict",
@@ -71,6 +79,7 @@ _API: dict[str, str] = {
     "load_heads": "sleepfm.artifacts",
     "list_heads": "sleepfm.models.heads",
     "create_head": "sleepfm.models.heads",
+    "CoxHead": "sleepfm.models.heads",
     "list_objectives": "sleepfm.ssl",
     "create_objective": "sleepfm.ssl",
     # evaluation from arrays
@@ -78,11 +87,24 @@ _API: dict[str, str] = {
     "event_report": "sleepfm.eval",
     "bootstrap_ci": "sleepfm.eval",
     "plot_hypnogram": "sleepfm.eval",
+    "concordance_index": "sleepfm.eval",
+    "cumulative_dynamic_auc": "sleepfm.eval",
+    "survival_report": "sleepfm.eval",
+    "km_by_quartile": "sleepfm.eval",
+    "paired_difference": "sleepfm.eval",
+    "subgroup_report": "sleepfm.eval",
+    "age_bands": "sleepfm.eval",
+    "enrichment_report": "sleepfm.eval",
+    "inclusion_mask": "sleepfm.eval",
+    "rank_candidates": "sleepfm.eval",
     # synthetic data
     "SyntheticConfig": "sleepfm.synthetic",
     "generate_night": "sleepfm.synthetic",
     "generate_cohort": "sleepfm.synthetic",
     "write_night": "sleepfm.synthetic",
+    "write_synthetic_cohort": "sleepfm.synthetic_cohort",
+    "write_long_tables": "sleepfm.synthetic_cohort",
+    "PHENOTYPES": "sleepfm.synthetic_cohort",
 }
 
 __all__ = ["__version__", *sorted(_API)]

@@ -20,6 +20,8 @@ import sleepfm
 from ._version import __version__
 from .config import (
     DemoConfig,
+    DiseaseConfig,
+    DiseaseEvaluateConfig,
     EmbedConfig,
     EvaluateConfig,
     FinetuneConfig,
@@ -30,7 +32,7 @@ from .config import (
     load_config,
 )
 from .exceptions import InvalidParameterError, SleepFMError
-from .vocab import TASKS
+from .vocab import EPOCH_TASKS
 
 logger = logging.getLogger("sleepfm")
 
@@ -84,7 +86,36 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_finetune_disease(args) -> int:
+    result = sleepfm.finetune(args.run, "disease", _settings(args, DiseaseConfig),
+                              split=args.split)
+    info = result.info
+    scores = ", ".join(f"{name} {v:.3f}" for name, v in info["val_scores"].items())
+    print(f"disease head ({result.mode}) on {len(info['phenotypes'])} phenotypes trained on "
+          f"{len(result.train_records)} nights of {info['n_train_subjects']} subjects"
+          f"{'; validation mean C-index: ' + scores if scores else ''}; saved to "
+          f"{result.directory}")
+    for line in info["data_report"]:
+        print(f"note: {line}")
+    return 0
+
+
+def _print_disease(result) -> None:
+    m = result.metrics
+    print(f"disease: {m['n_test_nights']} test nights of {m['n_test_subjects']} subjects, "
+          f"horizon {m['horizon']:g} y, {m['n_boot']} bootstrap resamples")
+    s = result.summary
+    for row in s[s.metric == "c_index"].itertuples():
+        print(f"  {row.model:<16} {row.phenotype:<24} C-index {row.value:6.3f}  "
+              f"[{row.ci_low:.3f}, {row.ci_high:.3f}]  q={row.q_value:.3g}")
+
+
 def cmd_evaluate(args) -> int:
+    if args.task == "disease":
+        result = sleepfm.evaluate(args.run, "disease", _settings(args, DiseaseEvaluateConfig))
+        _print_disease(result)
+        print(f"reports written to {result.directory}")
+        return 0
     result = sleepfm.evaluate(args.run, args.task, _settings(args, EvaluateConfig))
     print(f"{args.task}: {result.metrics['n_test_nights']} test nights of "
           f"{result.metrics['n_test_subjects']} subjects")
@@ -101,17 +132,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _ci(value, low, high) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _print_demo_disease(ev) -> None:
+    m, s, e = ev.metrics, ev.summary, ev.enrichment
+    print(f"disease on {m['n_test_subjects']} held-out subjects of the SYNTHETIC cohort "
+          f"(horizon {m['horizon']:g} y; C-index with 95 % CI; EF20 = enrichment factor of "
+          "recruiting the riskiest 20 %):")
+    print(f"  {'phenotype':<14} {'Cox head':<21} {'demographics baseline':<22} "
+          f"{'head - baseline':<23} EF20 head / baseline")
+    c = s[s.metric == "c_index"].set_index(["model", "phenotype"])
+    top = e[e["quantile"].round(6) == 0.2].set_index(["model", "phenotype"]) if len(e) else e
+    for p in m["phenotypes"]:
+        cells = [_ci(*c.loc[(model, p), ["value", "ci_low", "ci_high"]])
+                 if (model, p) in c.index else "-" for model in ("head", "baseline",
+                                                                   "head - baseline")]
+        ef = " / ".join(f"{top.loc[(model, p), 'enrichment']:.2f}x" if (model, p) in top.index
+                        else "-" for model in ("head", "baseline"))
+        print(f"  {p:<14} {cells[0]:<21} {cells[1]:<22} {cells[2]:<23} {ef}")
+    print("  the cohort is synthetic: these figures say how well the pipeline recovers a known "
+          "hazard, not how it does on patients")
+
+
 def cmd_demo(args) -> int:
     result = sleepfm.demo(args.data, args.run, _settings(args, DemoConfig),
                           progress=not args.quiet)
-    print(result.batch.summary)
+    print(f"{args.data}: {result.batch.summary}")
+    if result.cohort_batch is not None:
+        print(f"synthetic cohort: {result.cohort_batch.summary}")
     print(f"embedded {sum(v in ('ok', 'updated', 'skipped') for v in result.embedded.values())} "
           "records")
     for task, ev in result.evaluations.items():
-        print(f"{task} on {ev.metrics['n_test_nights']} held-out night(s): " + ", ".join(
-            f"{row.metric} {row.value:.2f}" for row in ev.summary.head(3).itertuples()))
-    print("note: held-out metrics on a handful of short recordings are a smoke test, not a result; "
-          "benchmarks/staging_compare.py measures on a cohort")
+        if task == "disease":
+            _print_demo_disease(ev)
+            continue
+        print(f"{task} on {ev.metrics['n_test_nights']} held-out nights of "
+              f"{ev.metrics['n_test_subjects']} subjects: " + ", ".join(
+                  f"{row.metric} {_ci(row.value, row.ci_low, row.ci_high)}"
+                  for row in ev.summary.head(3).itertuples()))
+    print(f"reports: {result.run.report_dir('staging').parent.resolve()}")
     print(f"run directory: {result.run.path.resolve()}")
     return 0
 
@@ -181,16 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory (after `sleepfm pretrain`)")
     p.add_argument("--checkpoint", help="encoder directory (default: RUN_DIR/checkpoints/encoder)")
 
-    p = _command(sub, "finetune", cmd_finetune, "train a staging or events head on "
-                 "RUN_DIR/embeddings", FinetuneConfig, quiet=False)
-    p.add_argument("task", choices=TASKS)
-    p.add_argument("--run", required=True, help="run directory (after `sleepfm embed`)")
-    p.add_argument("--split", help="reuse this split.json instead of making a new one")
+    p = sub.add_parser("finetune", help="train a head on RUN_DIR/embeddings (staging, events, "
+                       "disease)", description="train a head on RUN_DIR/embeddings")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="{staging,events,disease}")
+    for task in EPOCH_TASKS:
+        q = _command(tasks, task, cmd_finetune, f"train the {task} head", FinetuneConfig,
+                     quiet=False)
+        q.add_argument("--run", required=True, help="run directory (after `sleepfm embed`)")
+        q.add_argument("--split", help="reuse this split.json instead of making a new one")
+    q = _command(tasks, "disease", cmd_finetune_disease, "Cox heads of future disease from "
+                 "outcome tables (--outcomes DIR)", DiseaseConfig, quiet=False)
+    q.add_argument("--run", required=True, help="run directory (after `sleepfm embed`)")
+    q.add_argument("--split", help="reuse this split.json instead of making a new one")
 
-    p = _command(sub, "evaluate", cmd_evaluate, "score a head on its held-out test subjects → "
-                 "RUN_DIR/reports", EvaluateConfig, quiet=False)
-    p.add_argument("task", choices=TASKS)
-    p.add_argument("--run", required=True, help="run directory (after `sleepfm finetune`)")
+    p = sub.add_parser("evaluate", help="score a head on its held-out test subjects → "
+                       "RUN_DIR/reports", description="score a head on its held-out test subjects")
+    tasks = p.add_subparsers(dest="task", required=True, metavar="{staging,events,disease}")
+    for task, settings in ((*[(t, EvaluateConfig) for t in EPOCH_TASKS],
+                            ("disease", DiseaseEvaluateConfig))):
+        q = _command(tasks, task, cmd_evaluate, f"score the {task} head", settings, quiet=False)
+        q.add_argument("--run", required=True, help="run directory (after `sleepfm finetune`)")
 
     p = _command(sub, "predict", cmd_predict, "stage a new EDF with a run's encoder and staging "
                  "head", PredictConfig, quiet=False)

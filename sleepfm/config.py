@@ -23,10 +23,13 @@ import yaml
 
 from .exceptions import InvalidParameterError
 from .utils import check_option
-from .vocab import SCHEMES, TASKS
+from .vocab import EPOCH_TASKS, SCHEMES
 
-#: Ways to train a head (``sleepfm finetune --mode``).
+#: Ways to train a staging or events head (``sleepfm finetune staging|events --mode``).
 MODES: tuple[str, ...] = ("lstm", "linear", "fewshot", "finetune")
+#: Disease models (``sleepfm finetune disease --mode``): Cox heads on the embeddings, or the
+#: demographics-only baseline.
+DISEASE_MODES: tuple[str, ...] = ("lstm", "mlp", "linear", "demographics")
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, choices=None, minimum=None,
@@ -100,6 +103,8 @@ def parse_text(name: str, text: str, hint):
             if option is str:
                 return text
             value = yaml.safe_load(text)
+            if option in (list, tuple) and not isinstance(value, (list, tuple)):
+                value = [v.strip() for v in text.split(",") if v.strip()]  # a, b, c
             return _check_value(name, value, option)
         except (ValueError, yaml.YAMLError):
             continue
@@ -275,6 +280,11 @@ class EmbedConfig(_Settings):
                                     "the records on; the run directory must be shared")
 
 
+def _check_fraction(value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise InvalidParameterError(f"'label_fraction' must be in (0, 1], got {value}.")
+
+
 @dataclass
 class FinetuneConfig(_Settings):
     """Settings of ``sleepfm finetune`` (a staging or events head on a run's embeddings).
@@ -334,10 +344,8 @@ class FinetuneConfig(_Settings):
 
     def validate(self, task: str) -> None:
         """Check the settings that depend on each other and on the task."""
-        check_option("task", task, TASKS)
-        if not 0.0 < self.label_fraction <= 1.0:
-            raise InvalidParameterError(
-                f"'label_fraction' must be in (0, 1], got {self.label_fraction}.")
+        check_option("task", task, EPOCH_TASKS)
+        _check_fraction(self.label_fraction)
         if self.mode == "fewshot" and (self.shots is None or self.shots < 1):
             raise InvalidParameterError(
                 "mode 'fewshot' needs shots >= 1 (--shots K): K nights, or K epochs per class "
@@ -379,6 +387,140 @@ class EvaluateConfig(_Settings):
 
 
 @dataclass
+class DiseaseConfig(_Settings):
+    """Settings of ``sleepfm finetune disease`` (Cox heads for many phenotypes at once).
+
+    Attributes
+    ----------
+    outcomes : str, optional
+        Outcomes folder: SleepFM's wide tables (``is_event.csv``, ``time_to_event.csv``,
+        ``demographics.csv``) or the long ones (``subjects.csv``, ``diagnoses.csv``); see
+        :mod:`sleepfm.io.outcomes`. It is copied into ``RUN/outcomes`` (wide); without it, that
+        copy is used.
+    mode : {"lstm", "mlp", "linear", "demographics"}, default="lstm"
+        ``lstm``: SleepFM's recipe, a 2-layer bidirectional LSTM over the night's ``level``
+        embeddings, mean over steps, with a demographics embedding; ``mlp``/``linear``: on the
+        night embedding; ``demographics``: the demographics-only baseline (a linear Cox model of
+        age and sex).
+    embedding : str, default="fused"
+        ``fused`` or a modality.
+    level : {"window", "epoch", "token"}, default="window"
+        Steps of the LSTM: 5-minute windows, 30 s epochs or 5 s tokens (``embed --tokens``).
+    demographics : bool, default=True
+        Give the heads age and sex beside the embeddings.
+    baseline : bool, default=True
+        Also fit the demographics-only baseline on the same split, so reports compare the two.
+    phenotypes : list of str, optional
+        Only these phenotypes (columns of the outcome tables); default all with an event.
+    penalizer : float, optional
+        Ridge penalty (lifelines' meaning; default 0.1 for linear heads, 0.01 for mlp/lstm).
+    ties : {"efron", "breslow"}, default="efron"
+    hidden : int, optional
+        Hidden width of the mlp/lstm (default 64).
+    max_iter : int, optional
+        Optimiser steps (default: the head's own).
+    lr : float, optional
+        Adam learning rate of the mlp/lstm (default 1e-2).
+    label_fraction : float, default=1.0
+        Fraction of the training *subjects* whose outcomes are used.
+    test_size, val_size : float, default=0.2 and 0.1
+        Fractions of subjects held out for testing and for early stopping.
+    test_site : str, optional
+        Site transfer: test on every subject of this site (``site`` in the demographics or
+        cohort table) and train on the others.
+    seed : int, default=0
+    device : str, default="cpu"
+    """
+
+    outcomes: str | None = setting(None, "outcomes folder (wide or long tables; default: the "
+                                   "run's outcomes/ from an earlier call)")
+    mode: str = setting("lstm", "LSTM over the night (SleepFM), mlp/linear on the night "
+                        "embedding, or the demographics-only baseline", choices=DISEASE_MODES)
+    embedding: str = setting("fused", "fused or a modality (BAS, ECG, EMG, RESP)")
+    level: str = setting("window", "steps of the LSTM", choices=("window", "epoch", "token"))
+    demographics: bool = setting(True, "add age and sex to the embeddings")
+    baseline: bool = setting(True, "also fit the demographics-only baseline on the same split")
+    phenotypes: list | None = setting(None, "only these phenotypes (comma-separated)")
+    penalizer: float | None = setting(None, "ridge penalty (default: 0.1 linear, 0.01 mlp/lstm)",
+                                      minimum=0.0)
+    ties: str = setting("efron", "tied event times", choices=("efron", "breslow"))
+    hidden: int | None = setting(None, "hidden width of the mlp/lstm", minimum=1)
+    max_iter: int | None = setting(None, "optimiser steps", minimum=1)
+    lr: float | None = setting(None, "Adam learning rate of the mlp/lstm (default 1e-2)",
+                               minimum=0.0)
+    label_fraction: float = setting(1.0, "fraction of training subjects whose outcomes are used")
+    test_size: float = setting(0.2, "fraction of subjects for testing", minimum=0.0)
+    val_size: float = setting(0.1, "fraction of subjects for early stopping", minimum=0.0)
+    test_site: str | None = setting(None, "test on this site, train on the others (site "
+                                    "transfer)")
+    seed: int = setting(0, "seed of the split, the subsets and the training")
+    device: str = setting("cpu", "torch device")
+
+    def validate(self) -> None:
+        """Check the settings that depend on each other."""
+        _check_fraction(self.label_fraction)
+        if self.mode == "demographics" and not self.demographics:
+            raise InvalidParameterError("mode 'demographics' is the demographics-only baseline; "
+                                        "it cannot run with --no-demographics.")
+
+
+@dataclass
+class DiseaseEvaluateConfig(_Settings):
+    """Settings of ``sleepfm evaluate disease`` (survival metrics, fairness, enrichment,
+    attribution on the held-out subjects).
+
+    Attributes
+    ----------
+    horizon : float, default=6.0
+        Years: the time-dependent AUROC, the enrichment outcome and the fairness AUROC.
+    n_boot : int, default=1000
+        Subject bootstrap resamples of every interval.
+    seed : int, default=0
+    stratify : {None, "age_decile"}, default=None
+        Draw the bootstrap within age deciles.
+    alpha : float, default=0.05
+        1 - the confidence level, and the false discovery rate of the significance column.
+    min_events : int, default=10
+        Subgroups with fewer events are listed as too small, not scored.
+    fairness : bool, default=True
+        Write ``fairness.csv`` (sex, race, age band and site, where known).
+    quantiles : list of float, default=[0.05, 0.1, 0.2, 0.3, 0.5]
+        Top fractions of the ranking whose enrichment factor is reported.
+    candidates_phenotype : str, optional
+        Phenotype whose ranked candidates are exported (default: the first).
+    min_age, max_age : float, optional
+        Inclusion filters of the enrichment (inclusive).
+    sex : str, optional
+        Inclusion filter of the enrichment.
+    site : list of str, optional
+        Inclusion filter of the enrichment: only these sites.
+    attribution : bool, default=True
+        Per-modality ablation: ΔC-index and each subject's Δrisk without each modality.
+    figures : bool, default=True
+    """
+
+    horizon: float = setting(6.0, "years: AUROC, enrichment and fairness horizon", minimum=0.0)
+    n_boot: int = setting(1000, "bootstrap resamples of subjects", minimum=1)
+    seed: int = setting(0, "seed of the bootstrap")
+    stratify: str | None = setting(None, "draw the bootstrap within age deciles",
+                                   choices=(None, "age_decile"))
+    alpha: float = setting(0.05, "1 - confidence level; false discovery rate", minimum=0.0)
+    min_events: int = setting(10, "subgroups with fewer events are listed as too small",
+                              minimum=1)
+    fairness: bool = setting(True, "subgroup report (sex, race, age band, site)")
+    quantiles: list = setting(help="top fractions for the enrichment factor",
+                              default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.5])
+    candidates_phenotype: str | None = setting(None, "phenotype of the ranked candidate list "
+                                               "(default: the first)")
+    min_age: float | None = setting(None, "enrichment inclusion: minimum age")
+    max_age: float | None = setting(None, "enrichment inclusion: maximum age")
+    sex: str | None = setting(None, "enrichment inclusion: this sex only")
+    site: list | None = setting(None, "enrichment inclusion: these sites only")
+    attribution: bool = setting(True, "per-modality ablation (ΔC-index, Δrisk)")
+    figures: bool = setting(True, "write the PNG figures")
+
+
+@dataclass
 class PredictConfig(_Settings):
     """Settings of ``sleepfm predict`` (a new recording → a hypnogram CSV).
 
@@ -415,16 +557,30 @@ class DemoConfig(_Settings):
         Registered encoder name.
     epochs : int, default=3
         Pre-training epochs.
+    max_steps : int, default=100
+        At most this many pre-training steps (-1: no limit).
+    subjects : int, default=300
+        Subjects of the synthetic cohort generated into ``RUN/demo_cohort`` (0: none, and no
+        disease head).
+    minutes : float, default=30
+        Length of each cohort night.
     n_boot : int, default=1000
         Bootstrap resamples of the confidence intervals.
-    workers : int, default=1
+    workers : int, default=2
         Preprocessing processes.
+    seed : int, default=0
+        Seed of the cohort, the splits and the training.
     """
 
     encoder: str = setting("sleepfm_base", "registered encoder name")
     epochs: int = setting(3, "pre-training epochs", minimum=1)
+    max_steps: int = setting(100, "at most this many pre-training steps (-1: no limit)",
+                             minimum=-1)
+    subjects: int = setting(300, "subjects of the synthetic demo cohort (0: none)", minimum=0)
+    minutes: float = setting(30.0, "minutes of each cohort night", minimum=5.0)
     n_boot: int = setting(1000, "bootstrap resamples of the CIs", minimum=1)
-    workers: int = setting(1, "preprocessing processes", minimum=1)
+    workers: int = setting(2, "preprocessing processes", minimum=1)
+    seed: int = setting(0, "seed of the cohort, the splits and the training")
 
 
 # --------------------------------------------------------------------------------------------

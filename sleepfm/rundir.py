@@ -7,6 +7,7 @@ Every stage reads what the previous one wrote and adds its own part::
     RUN/labels/<record>.csv, .events.csv       preprocess   stages (SleepFM CSV) and events
     RUN/cohort.csv                             preprocess   record → subject (+ subject facts)
     RUN/channel_map.yaml                       preprocess   the --channel-map the store was made with
+    RUN/outcomes/                              finetune disease: the outcome tables it read (wide)
     RUN/checkpoints/encoder/                   pretrain     the encoder artefact
     RUN/checkpoints/lightning/last.ckpt        pretrain     training state for a resume
     RUN/checkpoints/pretrain_module.json       pretrain     the settings last.ckpt was made with
@@ -15,6 +16,7 @@ Every stage reads what the previous one wrote and adds its own part::
     RUN/embeddings/<record>.h5                 embed        per token / epoch / window / night
     RUN/heads/<task>/                          finetune     the head artefact + split.json
     RUN/reports/<task>/                        evaluate     metrics, predictions, figures
+    RUN/demo_cohort/                           demo         the synthetic cohort it generated
     RUN/run.json                               every stage  settings, inputs, version, time
 
 Stages, notebooks and the dashboard reach these files only through :class:`RunDir`. A stage run
@@ -95,6 +97,14 @@ class RunDir:
     @property
     def cohort_file(self) -> Path:
         return self.path / COHORT_NAME
+
+    @property
+    def demo_cohort_dir(self) -> Path:
+        return self.path / "demo_cohort"
+
+    @property
+    def outcomes_dir(self) -> Path:
+        return self.path / "outcomes"
 
     @property
     def channel_map_file(self) -> Path:

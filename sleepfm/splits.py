@@ -329,3 +329,35 @@ def read_split(path) -> dict:
 def write_split(path, split: dict) -> None:
     """Write a split as JSON, atomically."""
     write_json_atomic(path, split)
+
+
+def site_split(record_ids, subjects, sites, test_site: str, *, val_size: float = 0.1,
+               seed: int = 0) -> dict:
+    """A site-transfer split: every record of ``test_site`` is tested, the other sites' records
+    are split by subject into train and val (:func:`make_split`'s dict, with ``test_site``).
+
+    Raises
+    ------
+    LabelError
+        ``test_site`` has no record, no other site is left to train on, or a subject has
+        records at the test site and at another.
+    """
+    record_ids, subjects = list(record_ids), list(subjects)
+    sites = [str(s) for s in sites]
+    known = sorted(set(sites))
+    if str(test_site) not in known:
+        raise LabelError(f"no record is at site {test_site!r}; sites are {known}.")
+    test = [i for i, s in enumerate(sites) if s == str(test_site)]
+    rest = [i for i, s in enumerate(sites) if s != str(test_site)]
+    if not rest:
+        raise LabelError(f"every record is at site {test_site!r}; site transfer needs another "
+                         "site to train on.")
+    both = {subjects[i] for i in test} & {subjects[i] for i in rest}
+    if both:
+        raise LabelError(f"subjects {sorted(both)[:5]} have records at site {test_site!r} and "
+                         "at another; a site split must keep each subject at one site.")
+    inner = make_split([record_ids[i] for i in rest], [subjects[i] for i in rest],
+                       test_size=0.0, val_size=val_size, seed=seed)
+    return {**inner, "test_size": None, "test_site": str(test_site),
+            "test": sorted(record_ids[i] for i in test),
+            "subjects": {r: s for r, s in zip(record_ids, subjects)}}

@@ -92,6 +92,8 @@ MONTAGES: dict[str, list[tuple[str, str]]] = {
     "clinical": _CLINICAL,
     "eeg": _CLINICAL[:6],
     "staging": [("C4-M1", "eeg"), ("E1-M2", "eog"), ("Chin", "emg")],
+    "cohort": [("C4-M1", "eeg"), ("E1-M2", "eog"), ("Chin", "emg"), ("ECG", "ecg"),
+               ("Airflow", "resp"), ("SpO2", "spo2")],
     "sleep_edf": [("EEG Fpz-Cz", "eeg"), ("EEG Pz-Oz", "eeg"), ("EOG horizontal", "eog"),
                   ("EMG submental", "emg")],
 }

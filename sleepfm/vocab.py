@@ -41,8 +41,10 @@ EVENT_GROUPS: dict[str, tuple[str, ...]] = {
 }
 EVENT_NAMES: tuple[str, ...] = tuple(EVENT_GROUPS)
 
-#: Heads a run can train (``sleepfm finetune TASK``).
-TASKS: tuple[str, ...] = ("staging", "events")
+#: Heads trained on per-epoch labels of the nights (stages, events).
+EPOCH_TASKS: tuple[str, ...] = ("staging", "events")
+#: Heads a run can train (``sleepfm finetune TASK``): the epoch tasks and future disease.
+TASKS: tuple[str, ...] = (*EPOCH_TASKS, "disease")
 
 #: AHI severity grades, in order 0..3, and the thresholds (events per hour) between them.
 SEVERITY_NAMES: tuple[str, ...] = ("none", "mild", "moderate", "severe")

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sleepfm.utils", "sleepfm.registry"),
     ("sleepfm.vocab", "sleepfm.channels", "sleepfm.config"),
     ("sleepfm.io", "sleepfm.splits", "sleepfm.checkpoint"),
-    ("sleepfm.preprocess", "sleepfm.synthetic"),
+    ("sleepfm.preprocess", "sleepfm.synthetic", "sleepfm.synthetic_cohort"),
     ("sleepfm.eval",),
     ("sleepfm.data",),
     ("sleepfm.models", "sleepfm.ssl"),

@@ -10,6 +10,8 @@ import yaml
 from sleepfm.cli import build_parser
 from sleepfm.config import (
     DemoConfig,
+    DiseaseConfig,
+    DiseaseEvaluateConfig,
     EmbedConfig,
     EvaluateConfig,
     FinetuneConfig,
@@ -23,8 +25,12 @@ from sleepfm.config import (
 from sleepfm.exceptions import InvalidParameterError
 
 CONFIGS = {"preprocess": PreprocessConfig, "pretrain": PretrainConfig, "embed": EmbedConfig,
-           "finetune": FinetuneConfig, "evaluate": EvaluateConfig, "predict": PredictConfig,
-           "demo": DemoConfig}
+           "finetune staging": FinetuneConfig, "finetune events": FinetuneConfig,
+           "finetune disease": DiseaseConfig, "evaluate staging": EvaluateConfig,
+           "evaluate events": EvaluateConfig, "evaluate disease": DiseaseEvaluateConfig,
+           "predict": PredictConfig, "demo": DemoConfig}
+#: The positional arguments each command needs besides its options.
+REQUIRED = {"preprocess": ["in", "--out", "r"], "predict": ["x.edf", "--run", "r", "--out", "o"]}
 
 
 def test_sources_and_overrides(tmp_path):
@@ -88,18 +94,18 @@ def test_command_line_text():
 def test_every_setting_is_an_option_of_its_command(command):
     cls = CONFIGS[command]
     parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    words = command.split()
+    command_parser = parser
+    for word in words:
+        sub = next(a for a in command_parser._actions if isinstance(a, argparse._SubParsersAction))
+        command_parser = sub.choices[word]
     options: dict[str, set] = {}
-    for action in sub.choices[command]._actions:
+    for action in command_parser._actions:
         options.setdefault(action.dest, set()).update(action.option_strings)
     assert "config" in options
     for opt in cli_options(cls):
         assert opt.dest in options and opt.flag in options[opt.dest], (command, opt.dest)
         assert opt.help, (cls.__name__, opt.dest)
-    args = parser.parse_args([command, *{"preprocess": ["in", "--out", "r"], "finetune":
-                                         ["staging", "--run", "r"], "evaluate": ["staging", "--run",
-                                                                                 "r"],
-                                         "predict": ["x.edf", "--run", "r", "--out", "o"]}.get(
-        command, ["--run", "r"])])
+    args = parser.parse_args([*words, *REQUIRED.get(words[0], ["--run", "r"])])
     given = {f.name for f in fields(cls) if hasattr(args, f.name)}
     assert not given, "options not given on the command line must not override --config"

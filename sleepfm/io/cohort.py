@@ -2,8 +2,9 @@
 
 ``cohort.csv`` beside the recordings has a ``record_id`` column, optionally
 ``subject_id`` (default: each record is its own subject) and any other columns (age, sex, race,
-diagnoses…). Preprocessing copies it to ``RUN_DIR/cohort.csv``; splits use ``subject_id`` so that
-a subject's nights never straddle train and test.
+diagnoses…). Preprocessing copies it to ``RUN_DIR/cohort.csv`` (merged with the rows of records
+preprocessed from other folders); splits use ``subject_id`` so that a subject's nights never
+straddle train and test.
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ def read_cohort(path) -> pd.DataFrame:
     if missing.any():
         raise LabelError(f"{path.name}: rows {list(df.index[missing][:5] + 2)} have no subject_id.")
     return df
+
+
+def merge_cohorts(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``new``'s rows, then ``old``'s rows of other records (a folder preprocessed into a run that
+    holds another folder's records keeps their subjects)."""
+    kept = old[~old["record_id"].isin(set(new["record_id"]))]
+    return pd.concat([new, kept], ignore_index=True)
 
 
 def write_cohort(df: pd.DataFrame, path) -> None:

@@ -35,6 +35,7 @@ from ..rundir import RunDir
 from ..splits import read_split
 from ..utils import check_option, write_text_atomic
 from ..vocab import SEVERITY_NAMES, TASKS, ahi_severity
+from .evaluate_disease import evaluate_disease
 from .inference import check_encoder, check_inputs, head_outputs
 from .task_data import TaskData, load_task_data
 
@@ -92,11 +93,14 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
              **overrides) -> Evaluation:
     """Score the saved head of ``task`` on its split's test subjects and write the reports.
 
+    ``task="disease"`` is :func:`~sleepfm.stages.evaluate_disease.evaluate_disease` (its config
+    is a :class:`~sleepfm.config.DiseaseEvaluateConfig`).
+
     Parameters
     ----------
     run_dir : path-like or RunDir
         Run directory after ``sleepfm finetune``.
-    task : {"staging", "events"}, default="staging"
+    task : {"staging", "events", "disease"}, default="staging"
     config : EvaluateConfig, dict or YAML path, optional
         Settings (``n_boot``, ``seed``, ``n_hypnograms``, ``figures``); ``**overrides`` replace
         single fields.
@@ -115,8 +119,10 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
     >>> ev = evaluate("runs/demo", "staging", n_boot=200)
     >>> ev.summary
     """
-    config = load_config(EvaluateConfig, config, **overrides)
     check_option("task", task, TASKS)
+    if task == "disease":
+        return evaluate_disease(run_dir, config, **overrides)
+    config = load_config(EvaluateConfig, config, **overrides)
     run = RunDir(run_dir)
     with run.lock(f"evaluate {task}"):
         run.head_record(task)  # a missing head names the stage to run first

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -46,29 +44,12 @@ from ..splits import (check_split, few_shot, few_shot_epochs, label_fraction, ma
 from ..train import StagingFinetuneModule
 from ..utils import verbose_scope
 from ..vocab import EVENT_NAMES, SCHEMES
+from .disease import finetune_disease
+from .head_result import FinetuneResult
 from .resume import AtomicCheckpoint, RNGState, read_metrics, record_settings, resumable
 from .task_data import TaskData, current_inputs, load_task_data
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneResult:
-    """What :func:`finetune` trained: the heads, where they are saved, the split and the data."""
-
-    task: str
-    mode: str
-    directory: Path
-    heads: dict
-    split: dict
-    train_records: list[str]
-    val_score: float | None
-    info: dict
-
-    def __repr__(self) -> str:
-        score = "" if self.val_score is None else f", val score {self.val_score:.3f}"
-        return (f"<FinetuneResult {self.task}/{self.mode} | {len(self.train_records)} training "
-                f"nights, {len(self.split['test'])} test nights{score} → {self.directory}>")
 
 
 def _head_options(config: FinetuneConfig, keys=("epochs", "lr")) -> dict:
@@ -193,11 +174,14 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
              split=None, verbose=None, **overrides) -> FinetuneResult:
     """Train a staging or events head on a run's embeddings; save it to ``RUN_DIR/heads/<task>``.
 
+    ``task="disease"`` is :func:`~sleepfm.stages.disease.finetune_disease` (its config is a
+    :class:`~sleepfm.config.DiseaseConfig`).
+
     Parameters
     ----------
     run_dir : path-like or RunDir
         Run directory after ``sleepfm embed`` (after ``pretrain`` for ``mode="finetune"``).
-    task : {"staging", "events"}, default="staging"
+    task : {"staging", "events", "disease"}, default="staging"
     config : FinetuneConfig, dict or YAML path, optional
         Settings; ``**overrides`` replace single fields (e.g. ``mode="linear"``).
     split : dict or path-like, optional
@@ -226,6 +210,8 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
     >>> result.directory
     PosixPath('runs/demo/heads/staging')
     """
+    if task == "disease":
+        return finetune_disease(run_dir, config, split=split, verbose=verbose, **overrides)
     config = load_config(FinetuneConfig, config, **overrides)
     config.validate(task)
     run = RunDir(run_dir)

@@ -26,7 +26,7 @@ from ..channels import DEFAULT_CHANNEL_MAP, ChannelMap
 from ..config import PreprocessConfig, load_config
 from ..exceptions import ChannelError, DataWarning, LabelError, SignalError, SleepFMError
 from ..io import labels as L
-from ..io.cohort import COHORT_NAME, read_cohort, write_cohort
+from ..io.cohort import COHORT_NAME, merge_cohorts, read_cohort, write_cohort
 from ..io.edf import read_edf
 from ..io.store import RecordWriter, build_index, file_is_complete
 from ..preprocess import preprocess_signal
@@ -320,7 +320,8 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
     Notes
     -----
     Records whose output already exists for the same input checksum and settings are skipped. A
-    ``cohort.csv`` in ``input_dir`` is checked and copied to the run (see :mod:`sleepfm.io.cohort`).
+    ``cohort.csv`` in ``input_dir`` is checked and copied to the run, merged with the run's rows of
+    other records (see :mod:`sleepfm.io.cohort`).
     The index and ``run.json`` are updated at the end.
 
     Examples
@@ -392,6 +393,8 @@ def preprocess_directory(input_dir, run_dir, config: PreprocessConfig | str | No
                 logger.error("FAILED %s: %s", r.source, r.reason)
         build_index(run.hdf5_dir)
         if cohort is not None:
+            if run.cohort_file.is_file():
+                cohort = merge_cohorts(read_cohort(run.cohort_file), cohort)
             write_cohort(cohort, run.cohort_file)
         label_dirs = {Path(labels_dir)} if labels_dir else set()
         label_dirs |= {p.parent for p in files}

@@ -11,7 +11,7 @@ from ..io.embeddings import read_embedding_attrs, read_embeddings
 from ..io.labels import event_targets, match_length, read_events, read_stages
 from ..rundir import RunDir
 from ..utils import check_option, fingerprint, sha256_file
-from ..vocab import EPOCH_S, TASKS, ahi_from_events, group_stages
+from ..vocab import EPOCH_S, EPOCH_TASKS, ahi_from_events, group_stages
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def load_task_data(run_dir, task: str, *, embedding: str = "fused", scheme: str 
     StoreError
         No embeddings, an unknown embedding name, or embeddings made by different encoders.
     """
-    check_option("task", task, TASKS)
+    check_option("task", task, EPOCH_TASKS)
     run = RunDir(run_dir)
     store = None if with_embeddings else run.store()
     ids = run.embedded_records() if with_embeddings else store.record_ids

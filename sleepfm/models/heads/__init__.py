@@ -7,6 +7,8 @@
 - :class:`EventHead` detects several binary events per epoch (apnea/hypopnea, arousal,
   desaturation); :class:`AHIRegressor` turns its apnea/hypopnea probabilities into an AHI.
 - :class:`WindowStagingNet` is the encoder itself with an LSTM on top, trained end to end.
+- :class:`CoxHead` predicts future disease: log-hazards of many phenotypes at once from a night's
+  embedding or its sequence of window embeddings (Cox partial likelihood, full-cohort risk sets).
 
 Weights and options are saved with ``get_state()`` (tensors for safetensors + a JSON-able dict)
 and restored with :func:`head_from_state`; nothing is pickled.
@@ -15,6 +17,7 @@ from torch import nn
 
 from .ahi import AHIRegressor, expected_event_rate
 from .base import HEADS, STATE_VERSION, BaseHead, create_head, list_heads, register_head
+from .cox import CoxHead
 from .events import EventHead
 from .nets import EpochMLP, LSTMStagingNet, WindowStagingNet
 from .staging import LinearProbe, MLPHead, StagingHead
@@ -30,12 +33,15 @@ def head_from_state(tensors: dict, meta: dict, *, encoder: nn.Module | None = No
         return WindowStagingNet.from_state(tensors, meta, encoder)
     if name == AHIRegressor.head_name:
         return AHIRegressor.from_state(tensors, meta)
+    if name == CoxHead.head_name:
+        return CoxHead.from_state(tensors, meta)
     return HEADS[name].from_state(tensors, meta)
 
 
 __all__ = [
     "AHIRegressor",
     "BaseHead",
+    "CoxHead",
     "EpochMLP",
     "EventHead",
     "HEADS",
