@@ -52,6 +52,7 @@ _API: dict[str, str] = {
     "DiseaseEvaluateConfig": "sleepfm.config",
     "PredictConfig": "sleepfm.config",
     "DemoConfig": "sleepfm.config",
+    "DashboardConfig": "sleepfm.config",
     "load_config": "sleepfm.config",
     "RunDir": "sleepfm.rundir",
     # signals
@@ -70,6 +71,8 @@ _API: dict[str, str] = {
     "evaluate": "sleepfm.stages.evaluate",
     "predict": "sleepfm.stages.predict",
     "demo": "sleepfm.stages.demo",
+    "serve_dashboard": "sleepfm.stages.dashboard",
+    "dashboard_command": "sleepfm.stages.dashboard",
     # models
     "create_encoder": "sleepfm.models",
     "list_encoders": "sleepfm.models",

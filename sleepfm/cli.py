@@ -19,6 +19,7 @@ import sleepfm
 
 from ._version import __version__
 from .config import (
+    DashboardConfig,
     DemoConfig,
     DiseaseConfig,
     DiseaseEvaluateConfig,
@@ -156,9 +157,13 @@ def _print_demo_disease(ev) -> None:
           "hazard, not how it does on patients")
 
 
+def cmd_dashboard(args) -> int:
+    return sleepfm.serve_dashboard(args.run, _settings(args, DashboardConfig))
+
+
 def cmd_demo(args) -> int:
-    result = sleepfm.demo(args.data, args.run, _settings(args, DemoConfig),
-                          progress=not args.quiet)
+    settings = _settings(args, DemoConfig)
+    result = sleepfm.demo(args.data, args.run, settings, progress=not args.quiet)
     print(f"{args.data}: {result.batch.summary}")
     if result.cohort_batch is not None:
         print(f"synthetic cohort: {result.cohort_batch.summary}")
@@ -174,6 +179,8 @@ def cmd_demo(args) -> int:
                   for row in ev.summary.head(3).itertuples()))
     print(f"reports: {result.run.report_dir('staging').parent.resolve()}")
     print(f"run directory: {result.run.path.resolve()}")
+    if settings.dashboard:
+        return sleepfm.serve_dashboard(result.run)
     return 0
 
 
@@ -274,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data_samples", help="folder of recordings (default: "
                    "data_samples)")
     p.add_argument("--run", default="runs/demo", help="run directory (default: runs/demo)")
+
+    p = _command(sub, "dashboard", cmd_dashboard, "the Streamlit dashboard on a run directory "
+                 "(read-only; 127.0.0.1 unless --address)", DashboardConfig, quiet=False)
+    p.add_argument("run", help="run directory")
     return parser
 
 

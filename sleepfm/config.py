@@ -570,6 +570,8 @@ class DemoConfig(_Settings):
         Preprocessing processes.
     seed : int, default=0
         Seed of the cohort, the splits and the training.
+    dashboard : bool, default=True
+        ``sleepfm demo`` ends by starting the dashboard on the run (``--no-dashboard``: not).
     """
 
     encoder: str = setting("sleepfm_base", "registered encoder name")
@@ -581,6 +583,23 @@ class DemoConfig(_Settings):
     n_boot: int = setting(1000, "bootstrap resamples of the CIs", minimum=1)
     workers: int = setting(2, "preprocessing processes", minimum=1)
     seed: int = setting(0, "seed of the cohort, the splits and the training")
+    dashboard: bool = setting(True, "start the dashboard on the run at the end (the CLI)")
+
+
+@dataclass
+class DashboardConfig(_Settings):
+    """Settings of ``sleepfm dashboard`` (the Streamlit app on a run directory).
+
+    Attributes
+    ----------
+    port : int, default=8501
+    address : str, default='127.0.0.1'
+        Address the server binds to; anything but a loopback address exposes the run's data to
+        the network (a warning says so).
+    """
+
+    port: int = setting(8501, "port of the server", minimum=1)
+    address: str = setting("127.0.0.1", "address to bind (default: this machine only)")
 
 
 # --------------------------------------------------------------------------------------------

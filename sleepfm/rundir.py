@@ -43,7 +43,7 @@ from .checkpoint import artifact_id, read_record
 from .exceptions import StoreError
 from .io.cohort import COHORT_NAME, read_cohort
 from .io.store import Store
-from .utils import check_option, write_json_atomic
+from .utils import atomic_directory, check_option, write_json_atomic
 from .vocab import TASKS
 
 logger = logging.getLogger(__name__)
@@ -171,6 +171,16 @@ class RunDir:
     def report_dir(self, task: str) -> Path:
         check_option("task", task, TASKS)
         return self.path / "reports" / task
+
+    @contextlib.contextmanager
+    def writing_report(self, task: str) -> Iterator[Path]:
+        """A temporary directory that replaces ``reports/<task>`` as a whole when the block
+        succeeds: no file of an earlier report (a figure, a table not made this time) survives,
+        and a failure leaves the earlier report as it was."""
+        path = self.report_dir(task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(path, may_replace=lambda d: (d / "metrics.json").is_file()) as tmp:
+            yield tmp
 
     # ---- one writer at a time ------------------------------------------------------------------
     @contextlib.contextmanager

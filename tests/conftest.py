@@ -3,6 +3,8 @@ helpers that snapshot an HDF5 store so two runs can be compared byte for byte.""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -86,6 +88,23 @@ def real_data(tmp_path_factory) -> Path:
         assert sha256_file(SAMPLES_DIR / name) == digest, f"data_samples/{name} was modified"
         shutil.copy(SAMPLES_DIR / name, folder / name)
     return folder
+
+
+#: ``sleepfm demo`` on data_samples/ with a small generated cohort (the demo's whole path, fast).
+DEMO_ARGS = ("--encoder", "sleepfm_tiny", "--epochs", "1", "--max-steps", "5", "--subjects", "40",
+             "--minutes", "10", "--n-boot", "100", "--quiet", "--no-dashboard")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A run made by the ``sleepfm demo`` command on ``data_samples/``, and what it printed; shared
+    by the demo and dashboard tests (which only read it)."""
+    run = tmp_path_factory.mktemp("demo") / "run"
+    done = subprocess.run([sys.executable, "-m", "sleepfm.cli", "demo", "--data", str(SAMPLES_DIR),
+                           "--run", str(run), *DEMO_ARGS], capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run, done
 
 
 def _attrs(obj) -> dict:

@@ -9,6 +9,7 @@ import yaml
 
 from sleepfm.cli import build_parser
 from sleepfm.config import (
+    DashboardConfig,
     DemoConfig,
     DiseaseConfig,
     DiseaseEvaluateConfig,
@@ -28,9 +29,10 @@ CONFIGS = {"preprocess": PreprocessConfig, "pretrain": PretrainConfig, "embed": 
            "finetune staging": FinetuneConfig, "finetune events": FinetuneConfig,
            "finetune disease": DiseaseConfig, "evaluate staging": EvaluateConfig,
            "evaluate events": EvaluateConfig, "evaluate disease": DiseaseEvaluateConfig,
-           "predict": PredictConfig, "demo": DemoConfig}
+           "predict": PredictConfig, "demo": DemoConfig, "dashboard": DashboardConfig}
 #: The positional arguments each command needs besides its options.
-REQUIRED = {"preprocess": ["in", "--out", "r"], "predict": ["x.edf", "--run", "r", "--out", "o"]}
+REQUIRED = {"preprocess": ["in", "--out", "r"], "predict": ["x.edf", "--run", "r", "--out", "o"],
+            "dashboard": ["r"]}
 
 
 def test_sources_and_overrides(tmp_path):

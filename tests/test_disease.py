@@ -98,6 +98,11 @@ def test_finetune_and_evaluate_write_every_report(cohort_run, tmp_path):
     assert len(ev.attribution_risks) == len(test) * 4 * 4
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_test_subjects"] == len(test) and "synthetic" in metrics["synthetic_note"]
+    # a second evaluation replaces the report as a whole: nothing of the first one survives
+    again = evaluate(run, "disease", n_boot=20, fairness=False, attribution=False, figures=False)
+    assert again.directory == out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "candidates.csv", "enrichment.csv", "metrics.csv", "metrics.json", "risks.csv"]
 
 
 def test_head_beats_the_baseline_and_permuted_embeddings_do_not(cohort_run, tmp_path):

@@ -246,24 +246,19 @@ def test_ddp_two_cpu_processes(store_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_on_data_samples(tmp_path):
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(_cli("demo", "--data", str(root / "data_samples"), "--run", str(tmp_path / "run"),
-                               "--encoder", "sleepfm_tiny", "--epochs", "1", "--max-steps", "5",
-                               "--subjects", "40", "--minutes", "10", "--n-boot", "100", "--quiet"),
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_demo_runs_end_to_end_on_data_samples(demo_run):
+    run, done = demo_run
     assert "embedded 45 records" in done.stdout
-    embeddings = sorted(p.stem for p in (tmp_path / "run" / "embeddings").glob("*.h5"))
+    embeddings = sorted(p.stem for p in (run / "embeddings").glob("*.h5"))
     assert [e for e in embeddings if not e.endswith("_N1")] == [
         "SC4001E0-PSG_first300s", "SYN0001", "SYN0002", "SYN0003", "SYN0004"]  # data_samples/
     assert len(embeddings) == 45  # and the 40 nights of the generated cohort
-    real = read_embeddings(tmp_path / "run" / "embeddings" / "SC4001E0-PSG_first300s.h5")
+    real = read_embeddings(run / "embeddings" / "SC4001E0-PSG_first300s.h5")
     assert real.shape[0] == 10  # the real 5-minute excerpt: one context window, ten epochs
     assert "disease on 12 held-out subjects of the SYNTHETIC cohort" in done.stdout
     for phenotype in ("death", "heart_failure", "stroke", "dementia"):
         assert f"  {phenotype} " in done.stdout
-    reports = tmp_path / "run" / "reports" / "disease"
+    reports = run / "reports" / "disease"
     for name in ("metrics.csv", "risks.csv", "fairness.csv", "enrichment.csv", "attribution.csv"):
         assert (reports / name).is_file(), name
 

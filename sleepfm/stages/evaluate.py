@@ -148,13 +148,14 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
         score = _staging if task == "staging" else _events
         metrics, predictions, summary = score(data, out, record, config, base)
         out_dir = run.report_dir(task)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result = Evaluation(task, metrics, predictions, summary, out_dir)
-        result.to_json(out_dir / "metrics.json")
-        result.to_csv(out_dir / "summary.csv")
-        write_text_atomic(out_dir / "predictions.csv", predictions.to_csv(index=False))
-        if config.figures:
-            _figures(result, data, out, record, config.n_hypnograms)
+        with run.writing_report(task) as tmp:
+            result = Evaluation(task, metrics, predictions, summary, tmp)
+            result.to_json(tmp / "metrics.json")
+            result.to_csv(tmp / "summary.csv")
+            write_text_atomic(tmp / "predictions.csv", predictions.to_csv(index=False))
+            if config.figures:
+                _figures(result, data, out, record, config.n_hypnograms)
+        result.directory = out_dir
         run.record_stage(f"evaluate_{task}", {
             "reports": str(out_dir), "config": config.to_dict(), "test_records": data.record_ids,
             "summary": {r.metric: r.value for r in summary.itertuples()}})

@@ -256,19 +256,20 @@ def evaluate_disease(run_dir, config: DiseaseEvaluateConfig | str | None = None,
                               "not performance on patients",
         }
         out_dir = run.report_dir("disease")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result = DiseaseEvaluation(metrics, summary, _risk_table(data, split, risks, train),
-                                   fairness, enrichment, candidates, attribution,
-                                   attribution_risks, out_dir, reports)
-        result.to_json(out_dir / "metrics.json")
-        for name in ("summary", "risks", "fairness", "enrichment", "candidates", "attribution",
-                     "attribution_risks"):
-            table = getattr(result, name)
-            if len(table) or name == "summary":
-                file = "metrics.csv" if name == "summary" else f"{name}.csv"
-                write_text_atomic(out_dir / file, table.to_csv(index=False))
-        if config.figures:
-            _figures(result, data, test, risks, config)
+        with run.writing_report("disease") as tmp:
+            result = DiseaseEvaluation(metrics, summary, _risk_table(data, split, risks, train),
+                                       fairness, enrichment, candidates, attribution,
+                                       attribution_risks, tmp, reports)
+            result.to_json(tmp / "metrics.json")
+            for name in ("summary", "risks", "fairness", "enrichment", "candidates",
+                         "attribution", "attribution_risks"):
+                table = getattr(result, name)
+                if len(table) or name == "summary":
+                    file = "metrics.csv" if name == "summary" else f"{name}.csv"
+                    write_text_atomic(tmp / file, table.to_csv(index=False))
+            if config.figures:
+                _figures(result, data, test, risks, config)
+        result.directory = out_dir
         run.record_stage("evaluate_disease", {
             "reports": str(out_dir), "config": config.to_dict(), "test_records": split["test"],
             "mean_c_index": {m: float(result.c_index(m).value.mean())
