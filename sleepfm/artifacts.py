@@ -4,7 +4,8 @@ An encoder artefact records its architecture and config, so :func:`load_encoder`
 registered model family; a head artefact records, per component (``staging``, ``events``,
 ``sleep``, ``ahi``, ``window``), the head's registry name, options and fitted values, with the
 tensors stored as ``<component>.<name>``. A head fine-tuned end to end keeps its encoder as a
-nested encoder artefact in ``encoder/``.
+nested encoder artefact in ``encoder/``. Published checkpoints (OSF's backbone) are imported into
+the same format: :func:`import_osf_weights`.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from torch import nn
 
 from .checkpoint import read_artifact, save_artifact, write_artifact
 from .exceptions import InvalidParameterError, StoreError
+from .io.weights import OSFPayload, read_osf_payload
 from .models import ARCHITECTURES, count_parameters
 from .models.heads import WindowStagingNet, head_from_state
+from .models.vit1d import ViT1D, vit1d_from_osf
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +207,82 @@ def load_heads(directory: str | os.PathLike, *,
             raise StoreError(f"{directory / 'config.json'}: component {name!r} cannot be rebuilt "
                              f"({err}); train the head again with this sleepfm.") from None
     return heads, record
+
+
+# --------------------------------------------------------------------------------------------
+# published checkpoints
+# --------------------------------------------------------------------------------------------
+def _osf_model(path: str | os.PathLike) -> tuple[ViT1D, OSFPayload]:
+    payload = read_osf_payload(path)
+    return vit1d_from_osf(payload.metadata, payload.state_dict, source=str(payload.path)), payload
+
+
+def read_osf_checkpoint(path: str | os.PathLike) -> ViT1D:
+    """The OSF backbone of a released payload (``osf_backbone.pth``), as a :class:`ViT1D`.
+
+    The file is read with ``torch.load(..., weights_only=True)`` only; the architecture comes from
+    its ``metadata`` and tensor shapes, and its keys are mapped onto :class:`ViT1D` by
+    :func:`sleepfm.models.vit1d.checkpoint_filter_fn`.
+
+    Parameters
+    ----------
+    path : path-like
+        ``{"metadata": {num_leads, seq_len, patch_size_time, patch_size_ch, lead_wise, ...},
+        "state_dict": ...}`` as saved by OSF.
+
+    Returns
+    -------
+    ViT1D
+        In eval mode, on the CPU; ``forward_encoding(x)`` gives OSF's ``(cls, patches)``.
+
+    Raises
+    ------
+    StoreError
+        A missing or unreadable file, a pickled object inside (refused, never unpickled),
+        metadata that describes no backbone, or keys missing, unexpected or of another shape
+        (the message lists some).
+
+    Examples
+    --------
+    >>> vit = read_osf_checkpoint("pretrained_weights/osf_backbone.pth")
+    >>> cls, patches = vit.forward_encoding(x)   # x: [B, 12, 1920], 64 Hz
+    """
+    return _osf_model(path)[0]
+
+
+def import_osf_weights(path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Import OSF's released backbone into an encoder artefact (safetensors + ``config.json``).
+
+    The artefact loads with :func:`load_encoder`; its ``metadata.source`` records the payload's
+    file name, SHA-256 and metadata.
+
+    Parameters
+    ----------
+    path : path-like
+        The OSF payload (see :func:`read_osf_checkpoint`).
+    out_dir : path-like
+        Encoder directory to write (e.g. ``RUN_DIR/checkpoints/encoder``); created, or replaced
+        if it holds an artefact.
+
+    Returns
+    -------
+    Path
+        The artefact directory.
+
+    Raises
+    ------
+    StoreError
+        As :func:`read_osf_checkpoint`, or ``out_dir`` is a file or holds other files.
+
+    Examples
+    --------
+    >>> import_osf_weights("osf_backbone.pth", "runs/demo/checkpoints/encoder")
+    PosixPath('runs/demo/checkpoints/encoder')
+    """
+    model, payload = _osf_model(path)
+    source = {"format": "osf", "file": payload.path.name, "sha256": payload.sha256,
+              "metadata": payload.metadata}
+    directory = save_encoder(model, out_dir, metadata={"source": source})
+    logger.info("imported OSF backbone %s (sha256 %s…) to %s", payload.path, payload.sha256[:16],
+                directory)
+    return directory

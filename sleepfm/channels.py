@@ -7,6 +7,9 @@ EOG/EMG/ECG prefixes). A channel that matches nothing is *unplaced*: callers ski
 
 Kinds and modalities follow SleepFM: BAS (brain activity) = EEG + EOG, ECG, EMG (chin and legs),
 RESP = airflow, pressure, effort belts, SpO2, pulse/heart rate, PPG and snore.
+
+The OSF backbone takes 12 fixed leads (:data:`OSF_LEADS`); :func:`osf_lead_slots` says which
+channel of a recording fills each.
 """
 from __future__ import annotations
 
@@ -64,12 +67,13 @@ _ALIASES: dict[str, str] = {
     "abdominaleffort": "resp", "respabdomen": "resp", "effortabd": "resp", "abdominalbelt": "resp",
     "sum": "resp", "rip": "resp", "ripsum": "resp", "ripflow": "resp", "respiration": "resp",
     "resp": "resp", "cpapflow": "resp", "cpappressure": "resp", "etco2": "resp", "capno": "resp",
-    "vab": "resp", "vth": "resp", "naf": "resp", "naf1": "resp",
+    "vab": "resp", "vth": "resp", "naf": "resp", "naf1": "resp", "thx": "resp", "np": "resp",
     "spo2": "spo2", "sao2": "spo2", "sat": "spo2", "osat": "spo2", "oxygensaturation": "spo2",
     "spo2ox": "spo2",
     "pulse": "hr", "pr": "hr", "hr": "hr", "heartrate": "hr", "pulserate": "hr",
     "pleth": "ppg", "ppg": "ppg", "plethysmogram": "ppg", "plethwave": "ppg",
     "snore": "snore", "snoring": "snore", "mic": "snore", "microphone": "snore", "sound": "snore",
+    "sn": "snore",
 }
 
 # Patterns over normalised names, tried in order after the alias table.
@@ -204,3 +208,81 @@ class ChannelMap:
 
 
 DEFAULT_CHANNEL_MAP = ChannelMap()
+
+
+# --------------------------------------------------------------------------------------------------
+# The 12 leads of the OSF backbone
+# --------------------------------------------------------------------------------------------------
+#: The input leads of the OSF ViT-1D backbone, in its order (64 Hz, 30 s epochs): ECG, chin EMG,
+#: left and right leg EMG, abdomen and thorax belts, nasal pressure, snore, EOG E1-A2 and E2-A1,
+#: EEG C3-A2 and C4-A1.
+OSF_LEADS: tuple[str, ...] = ("ECG", "EMG_Chin", "EMG_LLeg", "EMG_RLeg", "ABD", "THX", "NP", "SN",
+                              "EOG_E1_A2", "EOG_E2_A1", "EEG_C3_A2", "EEG_C4_A1")
+
+#: Signal kind of each OSF lead.
+OSF_LEAD_KINDS: dict[str, str] = {
+    "ECG": "ecg", "EMG_Chin": "emg", "EMG_LLeg": "emg", "EMG_RLeg": "emg", "ABD": "resp",
+    "THX": "resp", "NP": "resp", "SN": "snore", "EOG_E1_A2": "eog", "EOG_E2_A1": "eog",
+    "EEG_C3_A2": "eeg", "EEG_C4_A1": "eeg",
+}
+
+# Which channels of the lead's kind may fill it: a pattern over the normalised name ("" = any).
+_OSF_LEAD_PATTERNS: dict[str, str] = {
+    "ECG": "",
+    "EMG_Chin": r"chin|submental|menton",
+    "EMG_LLeg": r"^(?:emg)?(?:lleg|legl|leftleg|lat|ltib)",
+    "EMG_RLeg": r"^(?:emg)?(?:rleg|legr|rightleg|rat|rtib)",
+    "ABD": r"abd",
+    "THX": r"thor|chest|^vth$|^thx$",
+    "NP": r"^(?!cpap).*(?:pres|ptaf|cannula|nprs|pflow)|^np$",
+    "SN": "",
+    "EOG_E1_A2": r"^(?:eog)?(?:e1|loc|l|left)(?:[am][12])?$|^leog$",
+    "EOG_E2_A1": r"^(?:eog)?(?:e2|roc|r|right)(?:[am][12])?$|^reog$",
+    "EEG_C3_A2": r"^(?:eeg)?c3(?:[am][12]|ref|avg)?$",
+    "EEG_C4_A1": r"^(?:eeg)?c4(?:[am][12]|ref|avg)?$",
+}
+
+
+def osf_lead_slots(names, *, channel_map: ChannelMap | None = None) -> tuple[str | None, ...]:
+    """The channel of a recording that fills each OSF lead, in :data:`OSF_LEADS` order.
+
+    A channel fills a lead when the alias table gives it the lead's kind and its name fits the lead
+    (``C3-M2`` → ``EEG_C3_A2``, ``Leg L`` → ``EMG_LLeg``); OSF's own names are taken first. Each
+    channel fills at most one lead, the first that fits, in the recording's order.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The recording's channel names.
+    channel_map : ChannelMap, optional
+        Alias table to use (default :data:`DEFAULT_CHANNEL_MAP`).
+
+    Returns
+    -------
+    tuple of (str or None)
+        12 entries; ``None`` where the recording lacks the lead (mask it).
+
+    Examples
+    --------
+    >>> osf_lead_slots(["C3-M2", "E1-M2", "EMG chin", "ECG", "Thor", "Nasal Pressure"])[:7]
+    ('ECG', 'EMG chin', None, None, None, 'Thor', 'Nasal Pressure')
+    """
+    cmap = channel_map if channel_map is not None else DEFAULT_CHANNEL_MAP
+    names = [str(n) for n in names]
+    kinds = {name: cmap.kind(name) for name in names}
+    slots: dict[str, str] = {}
+    own = {normalize_name(lead): lead for lead in OSF_LEADS}
+    for name in names:
+        lead = own.get(normalize_name(name))
+        if lead is not None and lead not in slots and kinds[name] == OSF_LEAD_KINDS[lead]:
+            slots[lead] = name
+    for lead in OSF_LEADS:
+        if lead in slots:
+            continue
+        taken = set(slots.values())
+        for name in names:
+            if (name not in taken and kinds[name] == OSF_LEAD_KINDS[lead]
+                    and re.search(_OSF_LEAD_PATTERNS[lead], normalize_name(name))):
+                slots[lead] = name
+                break
+    return tuple(slots.get(lead) for lead in OSF_LEADS)

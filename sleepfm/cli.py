@@ -18,6 +18,7 @@ from dataclasses import fields
 import sleepfm
 
 from ._version import __version__
+from .checkpoint import read_record
 from .config import (
     DashboardConfig,
     DemoConfig,
@@ -157,6 +158,16 @@ def _print_demo_disease(ev) -> None:
           "hazard, not how it does on patients")
 
 
+def cmd_import_weights(args) -> int:
+    path = sleepfm.import_osf_weights(args.payload, args.out)
+    record = read_record(path, kind="encoder")
+    config = record["config"]
+    print(f"OSF backbone (ViT-1D, width {config['width']}, {config['depth']} blocks, "
+          f"lead_wise={config['lead_wise']}, {record['num_parameters']:,} parameters) imported "
+          f"from {args.payload} to {path}")
+    return 0
+
+
 def cmd_dashboard(args) -> int:
     return sleepfm.serve_dashboard(args.run, _settings(args, DashboardConfig))
 
@@ -275,6 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("edf", help="EDF/BDF recording")
     p.add_argument("--run", required=True, help="run with checkpoints/encoder and heads/staging")
     p.add_argument("--out", required=True, help="hypnogram CSV to write")
+
+    p = sub.add_parser("import-weights", help="a published checkpoint → an encoder directory "
+                       "(safetensors + config.json)", description="import a published "
+                       "checkpoint as a sleepfm encoder")
+    sources = p.add_subparsers(dest="source", required=True, metavar="{osf}")
+    q = _command(sources, "osf", cmd_import_weights, "OSF's released ViT-1D backbone "
+                 "(osf_backbone.pth: metadata + state_dict, read without unpickling)", quiet=False)
+    q.add_argument("payload", help="the OSF payload (.pth)")
+    q.add_argument("--out", required=True, help="encoder directory to write (e.g. "
+                   "RUN_DIR/checkpoints/encoder)")
 
     p = _command(sub, "demo", cmd_demo, "run the whole pipeline on a data folder "
                  "(data_samples/)", DemoConfig)

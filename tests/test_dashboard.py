@@ -108,9 +108,14 @@ def test_fairness_follows_the_phenotype_and_threshold(demo_run, monkeypatch):
     assert {"overall", "sex", "race", "age", "site"} <= set(first.attribute)
     assert first.status.str.startswith("too small").any()  # listed, not hidden
     phenotype = _widget(at.selectbox, "phenotype")
-    phenotype.set_value(phenotype.options[1]).run()
+    other = next(p for p in phenotype.options if p != phenotype.value)
+    phenotype.set_value(other).run()
     _no_exception(at)
-    assert not at.dataframe[0].value.equals(first)
+    assert at.subheader[0].value == f"Groups: {other}"
+    csv = pd.read_csv(run / "reports" / "disease" / "fairness.csv")
+    expected = csv[(csv.phenotype == other) & (csv.metric == "c_index")]
+    shown = at.dataframe[0].value
+    assert list(shown.n) == list(expected.n) and list(shown.n_events) == list(expected.n_events)
     _widget(at.slider, "flag gaps larger than").set_value(0.0).run()
     flagged = [w.value for w in at.warning]
     assert not at.exception and (flagged or at.info)
@@ -144,6 +149,10 @@ def test_missing_and_half_made_runs_say_what_to_do(tmp_path, demo_run, monkeypat
     (tmp_path / "empty").mkdir()
     at = _page(tmp_path / "empty", monkeypatch)
     assert "not a run directory (no run.json)" in at.error[0].value
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{not json")
+    at = _page(tmp_path / "broken", monkeypatch)
+    assert "run.json" in at.warning[0].value and "unreadable" in at.warning[0].value
     # a run with its store only: the overview lists the commands, other pages name theirs
     run, _ = demo_run
     half = tmp_path / "half"

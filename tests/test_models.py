@@ -278,7 +278,7 @@ def test_config_round_trip_and_validation():
 
 def test_registry():
     assert {"sleepfm_base", "sleepfm_tiny"} <= set(list_encoders())
-    assert list_encoders("*tiny") == ["sleepfm_tiny"]
+    assert list_encoders("*tiny") == ["osf_tiny", "sleepfm_tiny"]
     model = create_encoder("sleepfm_tiny", modalities=("BAS", "ECG"))
     assert set(model.encoders) == {"BAS", "ECG"}
     with pytest.raises(ValueError, match="sleepfm_base"):

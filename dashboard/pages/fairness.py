@@ -39,7 +39,7 @@ if len(scored):
     fig.update_layout(yaxis_title=metric, height=420, margin=dict(t=30))
     st.plotly_chart(fig, width="stretch")
 
-st.subheader("Groups")
+st.subheader(f"Groups: {phenotype}")
 st.dataframe(rows[["attribute", "group", "n", "n_events", "value", "ci_low", "ci_high",
                    "difference", "ratio", "status"]].round(3), hide_index=True,
              width="stretch")

@@ -1,4 +1,5 @@
-"""Models know tensors, not files: the SleepFM encoder family, its registry, and the heads."""
+"""Models know tensors, not files: the SleepFM and OSF ViT-1D encoder families, their registry,
+and the heads."""
 from .factory import ARCHITECTURES, ENCODERS, create_encoder, list_encoders, register_encoder
 from .sleepfm import (
     ChannelAttentionPool,
@@ -12,6 +13,7 @@ from .sleepfm import (
     pool_epochs,
     pool_windows,
 )
+from .vit1d import ViT1D, ViT1DConfig
 
 __all__ = [
     "ARCHITECTURES",
@@ -22,6 +24,8 @@ __all__ = [
     "SleepFMEncoder",
     "SleepFMOutput",
     "TemporalTransformer",
+    "ViT1D",
+    "ViT1DConfig",
     "count_parameters",
     "create_encoder",
     "fuse_modalities",
