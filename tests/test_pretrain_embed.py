@@ -328,3 +328,23 @@ def test_rerun_keeps_earlier_loss_curves(store_run, tmp_path):
     assert sorted(both["version"].unique()) == [0, 1]
     assert both[both["version"] == 0].drop(columns="version").equals(first.drop(columns="version"))
     assert both.loc[both["version"] == 1, "epoch"].dropna().min() == 1
+
+
+def test_a_run_stopped_by_max_steps_within_the_first_epoch_validates_and_reruns_idle(
+        store_run, tmp_path):
+    """``max_steps`` shorter than an epoch (the demo's budget): the run validates where it stops,
+    exports that encoder as beating the untrained one, and a rerun re-exports nothing."""
+    from sleepfm.stages.pretrain import stop_within_first_epoch
+
+    assert stop_within_first_epoch(12, 3, 1) == 3 and stop_within_first_epoch(12, 3, 2) == 6
+    assert stop_within_first_epoch(12, 12, 1) is None and stop_within_first_epoch(12, -1, 1) is None
+    run = _linked_run(tmp_path / "run", store_run, "N*")
+    config = PretrainConfig(max_epochs=1, max_steps=2, **TINY)
+    pretrain(run, config, progress=False)
+    info = json.loads((run / "run.json").read_text())["stages"]["pretrain"]
+    assert info["steps"] == 2 and info["best_val_loss"] is not None
+    assert info["exported"]["step"] == 2 and info["beat_untrained"] is not None
+    weights = run / "checkpoints" / "encoder" / "model.safetensors"
+    before = (weights.read_bytes(), (weights.parent / "config.json").read_text())
+    pretrain(run, config, progress=False)
+    assert (weights.read_bytes(), (weights.parent / "config.json").read_text()) == before

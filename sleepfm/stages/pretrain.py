@@ -86,6 +86,14 @@ class _ExportBest(Callback):
         save_encoder(module.encoder, self.directory, metadata={**self.metadata, **self.exported})
 
 
+def stop_within_first_epoch(n_batches: int, max_steps: int, accumulate: int) -> int | None:
+    """The training batch at which a ``max_steps`` run stops, when that comes before the end of
+    the first epoch (Lightning validates at epoch ends, so such a run would never validate and
+    never export its best encoder); None otherwise."""
+    batches = max_steps * accumulate if max_steps and max_steps > 0 else 0
+    return batches if 0 < batches < n_batches else None
+
+
 def read_pretrain_metrics(run_dir) -> pd.DataFrame:
     """The loss log of a run's pre-training: one row per logged step and epoch, oldest first.
 
@@ -166,6 +174,13 @@ def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: boo
         device = "cuda" if config.accelerator in ("gpu", "cuda") or (
             config.accelerator == "auto" and torch.cuda.is_available()) else "cpu"
         precision = checked_precision(config.precision, device)
+        single = config.num_nodes == 1 and (config.devices == 1 or (
+            config.devices == "auto" and device == "cpu"))
+        validate_at = None
+        if single and config.val_fraction > 0:
+            datamodule.setup("fit")
+            validate_at = stop_within_first_epoch(len(datamodule.train_dataloader()),
+                                                  config.max_steps, config.accumulate)
         try:
             trainer = L.Trainer(
                 default_root_dir=run.path, max_epochs=config.max_epochs, max_steps=config.max_steps,
@@ -176,6 +191,7 @@ def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: boo
                                  flush_logs_every_n_steps=10),
                 callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
                 log_every_n_steps=1, num_sanity_val_steps=0,
+                **({"val_check_interval": validate_at} if validate_at else {}),
             )
         except (MisconfigurationException, ValueError, RuntimeError) as err:
             raise InvalidParameterError(f"the trainer settings are not usable here: {err}") from None
