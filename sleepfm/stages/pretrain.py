@@ -28,7 +28,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from ..artifacts import save_encoder
 from ..config import PretrainConfig, load_config
 from ..data import WindowDataModule
-from ..exceptions import ConvergenceWarning, InvalidParameterError, SleepFMError
+from ..exceptions import ConvergenceWarning, InvalidParameterError, SleepFMError, StoreError
 from ..models import create_encoder
 from ..models.precision import checked_precision
 from ..rundir import RunDir
@@ -177,10 +177,14 @@ def pretrain(run_dir, config: PretrainConfig | str | None = None, *, resume: boo
         single = config.num_nodes == 1 and (config.devices == 1 or (
             config.devices == "auto" and device == "cpu"))
         validate_at = None
-        if single and config.val_fraction > 0:
-            datamodule.setup("fit")
-            validate_at = stop_within_first_epoch(len(datamodule.train_dataloader()),
-                                                  config.max_steps, config.accumulate)
+        if single and config.val_fraction > 0 and config.max_steps > 0:
+            try:
+                datamodule.setup("fit")
+            except StoreError:
+                pass  # no training window: fit says so, after the settings and checkpoint checks
+            else:
+                validate_at = stop_within_first_epoch(len(datamodule.train_dataloader()),
+                                                      config.max_steps, config.accumulate)
         try:
             trainer = L.Trainer(
                 default_root_dir=run.path, max_epochs=config.max_epochs, max_steps=config.max_steps,
