@@ -19,6 +19,7 @@ import pytest
 from sleepfm import dashboard_command
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -91,6 +92,17 @@ def browser():
     driver.quit()
 
 
+def _wait(driver, timeout: float) -> WebDriverWait:
+    """A wait that polls through re-renders (an element replaced while read is retried)."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.5,
+                         ignored_exceptions=(StaleElementReferenceException,))
+
+
+def _click(driver, xpath: str) -> None:
+    """Click the element at ``xpath``, again if a re-render replaced it meanwhile."""
+    _wait(driver, 30).until(lambda d: d.find_element(By.XPATH, xpath).click() or True)
+
+
 def _rendered(driver, title: str, timeout: float = 120) -> None:
     """Wait until the page shows ``title``, nothing is running and the text has settled."""
     seen = []
@@ -101,7 +113,7 @@ def _rendered(driver, title: str, timeout: float = 120) -> None:
                                                 '[data-testid="stSpinner"]')
         seen.append(d.find_element(By.TAG_NAME, "body").text)
         return title in heads and not busy and len(seen) > 2 and seen[-1] == seen[-2] == seen[-3]
-    WebDriverWait(driver, timeout, poll_frequency=0.5).until(done)
+    _wait(driver, timeout).until(done)
     time.sleep(1.0)  # charts settle
 
 
@@ -136,16 +148,13 @@ def test_clicking_a_widget_changes_the_page(server, browser, shown_run):
     _rendered(browser, "Embeddings explorer")
     body = browser.find_element(By.TAG_NAME, "body").text
     assert nights in body
-    browser.find_element(By.XPATH, "//*[@data-testid='stRadio']//label[normalize-space(.)="
-                                   "'epochs']").click()
-    WebDriverWait(browser, 120, poll_frequency=0.5).until(
+    _click(browser, "//*[@data-testid='stRadio']//label[normalize-space(.)='epochs']")
+    _wait(browser, 120).until(
         lambda d: nights not in d.find_element(By.TAG_NAME, "body").text
         and " points, " in d.find_element(By.TAG_NAME, "body").text)
     assert not browser.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     # the navigation is a widget too
-    link = next(a for a in browser.find_elements(By.CSS_SELECTOR, "a")
-                if a.text.strip() == "Trial enrichment")
-    link.click()
+    _click(browser, "//a[normalize-space(.)='Trial enrichment']")
     _rendered(browser, "Trial enrichment")
     assert "eligible candidates" in browser.find_element(By.TAG_NAME, "body").text
 
