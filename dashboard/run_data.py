@@ -18,6 +18,7 @@ from sleepfm.exceptions import SleepFMError
 from sleepfm.io.embeddings import read_embeddings
 from sleepfm.io.labels import read_events, read_stages
 from sleepfm.io.store import RecordReader
+from sleepfm.stages.disease_data import record_demographics
 from sleepfm.vocab import STAGE_NAMES
 
 #: The stages of a run, in order: run.json key, what it makes, the command that makes it.
@@ -153,13 +154,7 @@ def subjects(run: RunDir) -> pd.DataFrame:
     percent = risks.pivot(index="record_id", columns="phenotype", values="percentile")
     first = risks.drop_duplicates("record_id").set_index("record_id")[["subject_id", "split"]]
     outcomes = read_outcomes(run.outcomes_dir)
-    demo = outcomes.demographics.reindex(first.index)
-    if run.cohort_file.is_file():
-        cohort = pd.read_csv(run.cohort_file, dtype=str).set_index("record_id")
-        for column in ATTRIBUTES:
-            if column in cohort.columns:
-                known = demo[column] if column in demo.columns else pd.Series(index=demo.index)
-                demo[column] = known.where(known.notna(), cohort[column].reindex(demo.index))
+    demo = record_demographics(run, outcomes, list(first.index))
     demo["age"] = pd.to_numeric(demo.get("age"), errors="coerce")
     table = first.join(demo[[c for c in ATTRIBUTES if c in demo.columns]])
     for p in wide.columns:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import read_artifact, save_artifact, write_artifact
+from .checkpoint import key_mismatch, read_artifact, save_artifact, write_artifact
 from .exceptions import InvalidParameterError, StoreError
 from .io.weights import OSFPayload, read_osf_payload
 from .models import ARCHITECTURES, count_parameters
@@ -134,16 +134,9 @@ def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path
     shapes = [f"{k}: file {tuple(state[k].shape)}, config {tuple(v.shape)}"
               for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:3])})")
         raise StoreError(f"The weights in {path} do not match the config in config.json: tensors "
-                         + ", ".join(parts) + ". Save the model again, or fix the config to the "
-                         "one it was trained with.")
+                         f"{key_mismatch(missing, unexpected, shapes)}. Save the model again, or "
+                         "fix the config to the one it was trained with.")
 
 
 def save_heads(directory: str | os.PathLike, components: Mapping[str, Any], info: Mapping[str, Any],

@@ -42,6 +42,19 @@ CONFIG_NAME = "config.json"
 KINDS: tuple[str, ...] = ("encoder", "head")
 
 
+
+def key_mismatch(missing, unexpected, shapes) -> str:
+    """What a state dict lacks, has in excess and has of another shape, e.g. ``"1 missing (a.b),
+    2 of another shape (x: file (3,), model (4,); ...)"``; empty when everything fits."""
+    def some(items, sep=", "):
+        items = sorted(items)
+        return sep.join(items[:3]) + (f"{sep}…" if len(items) > 3 else "")
+
+    parts = [f"{len(missing)} missing ({some(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected ({some(unexpected)})" if unexpected else "",
+             f"{len(shapes)} of another shape ({some(shapes, '; ')})" if shapes else ""]
+    return ", ".join(p for p in parts if p)
+
 def _is_artifact(directory: Path) -> bool:
     """True when ``directory`` holds an artefact of this format (so a save may replace it)."""
     try:

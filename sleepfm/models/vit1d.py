@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..channels import KIND_TO_MODALITY, MODALITIES, OSF_LEAD_KINDS, OSF_LEADS
+from ..checkpoint import key_mismatch
 from ..exceptions import InvalidParameterError, StoreError
 from .factory import register_architecture, register_encoder
 
@@ -559,16 +560,10 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: ViT1D, *,
         mapped[ours] = tensor
     missing = sorted(set(wanted) - set(state_dict))
     if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({_examples(missing)})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape ({'; '.join(sorted(shapes)[:3])})")
         raise StoreError(f"{source}: the state_dict does not fit the OSF ViT-1D backbone its "
-                         f"metadata describes: keys " + ", ".join(parts) + ". Pass the "
-                         "backbone payload as released ({'metadata': ..., 'state_dict': ...}).")
+                         f"metadata describes: keys {key_mismatch(missing, unexpected, shapes)}. "
+                         "Pass the backbone payload as released ({'metadata': ..., "
+                         "'state_dict': ...}).")
     return mapped
 
 

@@ -113,7 +113,9 @@ def run_outcomes(run: RunDir) -> Outcomes:
     return read_outcomes(run.outcomes_dir)
 
 
-def _demographics(run: RunDir, outcomes: Outcomes, record_ids: list[str]) -> pd.DataFrame:
+def record_demographics(run: RunDir, outcomes: Outcomes, record_ids: list[str]) -> pd.DataFrame:
+    """Demographics of ``record_ids``: the outcome tables', completed by the run's ``cohort.csv``
+    (age, sex, race, site)."""
     demo = outcomes.demographics.reindex(record_ids).copy()
     if run.cohort_file.is_file():
         cohort = read_cohort(run.cohort_file).set_index("record_id").reindex(record_ids)
@@ -206,7 +208,7 @@ def load_disease_data(run_dir, outcomes: Outcomes | None = None, *, embedding: s
                          f"({sorted(encoders)}); re-run `sleepfm embed --run {run.path} "
                          "--overwrite`.")
     picked = outcomes.select(ids)
-    demo = _demographics(run, picked, ids)
+    demo = record_demographics(run, picked, ids)
     covariates = np.column_stack([
         pd.to_numeric(demo["age"], errors="coerce").to_numpy(dtype=float)
         if "age" in demo else np.full(len(ids), np.nan),

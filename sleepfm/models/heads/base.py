@@ -53,6 +53,15 @@ def create_head(name: str, **params) -> "BaseHead":
     return HEADS.create(name, **params)
 
 
+def check_device(device) -> None:
+    """Raise unless ``device`` names a torch device ('cpu', 'cuda', 'cuda:1', ...)."""
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidParameterError(f"'device' must name a torch device like 'cpu' or 'cuda', "
+                                    f"got {device!r}.") from err
+
+
 def _check_positive(name: str, value, *, integer: bool = True, allow_none: bool = False) -> None:
     if allow_none and value is None:
         return
@@ -122,11 +131,7 @@ class BaseHead(BaseEstimator):
             _check_positive("batch_size", self.batch_size)
         if hasattr(self, "dropout") and not 0.0 <= self.dropout < 1.0:
             raise InvalidParameterError(f"'dropout' must be in [0, 1), got {self.dropout!r}.")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as err:
-            raise InvalidParameterError(f"'device' must name a torch device like 'cpu' or 'cuda', "
-                             f"got {self.device!r}.") from err
+        check_device(self.device)
 
     # ---- checks -----------------------------------------------------------------------------
     def _check_fitted(self, method: str) -> None:

@@ -35,7 +35,7 @@ from ...exceptions import (
     SleepFMError,
 )
 from ...utils import check_option, to_jsonable
-from .base import STATE_VERSION, _check_positive
+from .base import STATE_VERSION, _check_positive, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -371,11 +371,7 @@ class CoxHead(BaseEstimator):
             raise InvalidParameterError(f"'dropout' must be in [0, 1), got {self.dropout!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise InvalidParameterError(f"'seed' must be an integer, got {self.seed!r}.")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError) as err:
-            raise InvalidParameterError(f"'device' must name a torch device like 'cpu' or "
-                                        f"'cuda', got {self.device!r}.") from err
+        check_device(self.device)
 
     @property
     def _torch_dtype(self) -> torch.dtype:
