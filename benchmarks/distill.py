@@ -32,6 +32,7 @@ from sleepfm.eval.metrics import cohen_kappa, macro_f1  # noqa: E402
 from sleepfm.models.heads import MLPHead  # noqa: E402
 from sleepfm.rundir import RunDir  # noqa: E402
 from sleepfm.splits import read_split  # noqa: E402
+from sleepfm.stages.inference import head_features, spectral_kinds  # noqa: E402
 from sleepfm.stages.task_data import load_task_data  # noqa: E402
 
 
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     split = read_split(run.split_file("staging"))
     n_classes = len(info["classes"])
     data = load_task_data(run, "staging", embedding=info["embedding"], scheme=info["scheme"],
-                          record_ids=split["train"] + split["val"] + split["test"])
+                          record_ids=split["train"] + split["val"] + split["test"],
+                          features=head_features(info), spectral_kinds=spectral_kinds(info))
     pos = {r: i for i, r in enumerate(data.record_ids)}
     fit = [data.X[pos[r]] for r in split["train"] + split["val"]]
     X_test = [data.X[pos[r]] for r in split["test"]]

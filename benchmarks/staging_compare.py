@@ -28,7 +28,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +40,10 @@ import torch  # noqa: E402
 from sleepfm import (FinetuneConfig, PretrainConfig, RunDir, create_encoder, embed,  # noqa: E402
                      evaluate, finetune, load_task_data, preprocess_directory, pretrain,
                      save_encoder, staging_report)
-from sleepfm.channels import DEFAULT_CHANNEL_MAP  # noqa: E402
 from sleepfm.io.cohort import write_cohort  # noqa: E402
 from sleepfm.synthetic import SyntheticConfig, generate_cohort, write_night  # noqa: E402
 
 logger = logging.getLogger("staging_compare")
-YASA_CODES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 
 
 # A reduced clinical montage: YASA's preferred inputs (central EEG, EOG, chin EMG) plus the ECG and
@@ -79,31 +76,10 @@ def sleep_edf_cohort(data: Path, run: Path, record_ids: list[str]) -> None:
 
 def yasa_stages(edf: Path, n_epochs: int) -> np.ndarray:
     """YASA's predicted stages (AASM 0-4) for one EDF, padded/trimmed to ``n_epochs``."""
-    import mne
-    import yasa
+    from sleepfm.yasa_baseline import fit_length, yasa_predict_proba
 
-    raw = mne.io.read_raw_edf(edf, preload=False, verbose="error")
-    pick = {}
-    for name in raw.ch_names:
-        kind = DEFAULT_CHANNEL_MAP.kind(name)
-        if kind in ("eeg", "eog", "emg") and kind not in pick:
-            pick[kind] = name
-    if "eeg" not in pick:
-        raise RuntimeError(f"{edf.name}: no EEG channel for YASA")
-    raw = raw.pick(list(pick.values())).load_data(verbose="error")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sls = yasa.SleepStaging(raw, eeg_name=pick["eeg"], eog_name=pick.get("eog"),
-                                emg_name=pick.get("emg"))
-        hyp = sls.predict()
-    if hasattr(hyp, "as_int"):  # YASA >= 0.7 returns a Hypnogram (WAKE/N1/N2/N3/REM = 0..4)
-        pred = np.asarray(hyp.as_int(), dtype=np.int64)
-        pred = np.where((pred >= 0) & (pred <= 4), pred, 2)
-    else:  # older YASA: an array of "W", "N1", "N2", "N3", "R"
-        pred = np.array([YASA_CODES[str(s)] for s in hyp])
-    out = np.full(n_epochs, 2, dtype=np.int64)
-    out[:min(n_epochs, len(pred))] = pred[:n_epochs]
-    return out
+    # Epochs past YASA's last whole 30-s epoch are called N2, as before.
+    return fit_length(yasa_predict_proba(edf).argmax(axis=1), n_epochs, fill=2, record=edf.name)
 
 
 def random_encoder_run(run: Path, encoder: str, seed: int) -> Path:

@@ -36,6 +36,8 @@ _API: dict[str, str] = {
     "ChannelMap": "sleepfm.channels",
     "DEFAULT_CHANNEL_MAP": "sleepfm.channels",
     "MODALITIES": "sleepfm.channels",
+    "OSF_LEADS": "sleepfm.channels",
+    "LEAD_CONDITIONS": "sleepfm.channels",
     # the domain's words
     "EPOCH_S": "sleepfm.vocab",
     "STAGE_NAMES": "sleepfm.vocab",
@@ -53,11 +55,13 @@ _API: dict[str, str] = {
     "PredictConfig": "sleepfm.config",
     "DemoConfig": "sleepfm.config",
     "DashboardConfig": "sleepfm.config",
+    "BenchConfig": "sleepfm.config",
     "load_config": "sleepfm.config",
     "RunDir": "sleepfm.rundir",
     # signals
     "resample": "sleepfm.preprocess",
     "preprocess_signal": "sleepfm.preprocess",
+    "spectral_features": "sleepfm.spectral",
     # stages
     "find_recordings": "sleepfm.stages.preprocess",
     "preprocess_directory": "sleepfm.stages.preprocess",
@@ -71,6 +75,7 @@ _API: dict[str, str] = {
     "evaluate": "sleepfm.stages.evaluate",
     "predict": "sleepfm.stages.predict",
     "demo": "sleepfm.stages.demo",
+    "bench": "sleepfm.stages.bench",
     "serve_dashboard": "sleepfm.stages.dashboard",
     "dashboard_command": "sleepfm.stages.dashboard",
     # models
@@ -103,6 +108,8 @@ _API: dict[str, str] = {
     "enrichment_report": "sleepfm.eval",
     "inclusion_mask": "sleepfm.eval",
     "rank_candidates": "sleepfm.eval",
+    "macro_auroc": "sleepfm.eval",
+    "macro_auprc": "sleepfm.eval",
     # synthetic data
     "SyntheticConfig": "sleepfm.synthetic",
     "generate_night": "sleepfm.synthetic",

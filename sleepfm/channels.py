@@ -226,6 +226,16 @@ OSF_LEAD_KINDS: dict[str, str] = {
     "EEG_C3_A2": "eeg", "EEG_C4_A1": "eeg",
 }
 
+#: Missing-lead conditions at inference (``sleepfm bench --conditions``): the lead kinds each one
+#: removes.
+LEAD_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "all": (),
+    "no_eeg": ("eeg",),
+    "no_ecg": ("ecg",),
+    "no_resp": ("resp", "snore"),
+    "eeg_eog_only": ("ecg", "emg", "resp", "snore"),
+}
+
 # Which channels of the lead's kind may fill it: a pattern over the normalised name ("" = any).
 _OSF_LEAD_PATTERNS: dict[str, str] = {
     "ECG": "",
@@ -243,7 +253,17 @@ _OSF_LEAD_PATTERNS: dict[str, str] = {
 }
 
 
-def osf_lead_slots(names, *, channel_map: ChannelMap | None = None) -> tuple[str | None, ...]:
+# Stand-ins for a lead a recording lacks, with ``substitute=True``: another channel of the lead's
+# kind whose name fits ("" = any): another EEG derivation for C3/C4, any EOG lead, an airflow
+# channel for nasal pressure.
+_OSF_LEAD_SUBSTITUTES: dict[str, str] = {
+    "EEG_C3_A2": "", "EEG_C4_A1": "", "EOG_E1_A2": "", "EOG_E2_A1": "",
+    "NP": r"^(?!cpap).*(?:flow|therm|nasal|naf)",
+}
+
+
+def osf_lead_slots(names, *, channel_map: ChannelMap | None = None,
+                   substitute: bool = False) -> tuple[str | None, ...]:
     """The channel of a recording that fills each OSF lead, in :data:`OSF_LEADS` order.
 
     A channel fills a lead when the alias table gives it the lead's kind and its name fits the lead
@@ -256,6 +276,10 @@ def osf_lead_slots(names, *, channel_map: ChannelMap | None = None) -> tuple[str
         The recording's channel names.
     channel_map : ChannelMap, optional
         Alias table to use (default :data:`DEFAULT_CHANNEL_MAP`).
+    substitute : bool, default=False
+        Fill a lead the recording lacks with a stand-in, when one is left: another EEG
+        derivation for C3-A2/C4-A1 (``Fpz-Cz``, ``Pz-Oz``), another EOG lead, an airflow channel
+        for nasal pressure. See :func:`osf_lead_substitutes` for which leads were filled so.
 
     Returns
     -------
@@ -266,6 +290,8 @@ def osf_lead_slots(names, *, channel_map: ChannelMap | None = None) -> tuple[str
     --------
     >>> osf_lead_slots(["C3-M2", "E1-M2", "EMG chin", "ECG", "Thor", "Nasal Pressure"])[:7]
     ('ECG', 'EMG chin', None, None, None, 'Thor', 'Nasal Pressure')
+    >>> osf_lead_slots(["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal"], substitute=True)[8:]
+    ('EOG horizontal', None, 'EEG Fpz-Cz', 'EEG Pz-Oz')
     """
     cmap = channel_map if channel_map is not None else DEFAULT_CHANNEL_MAP
     names = [str(n) for n in names]
@@ -276,13 +302,23 @@ def osf_lead_slots(names, *, channel_map: ChannelMap | None = None) -> tuple[str
         lead = own.get(normalize_name(name))
         if lead is not None and lead not in slots and kinds[name] == OSF_LEAD_KINDS[lead]:
             slots[lead] = name
-    for lead in OSF_LEADS:
-        if lead in slots:
-            continue
-        taken = set(slots.values())
-        for name in names:
-            if (name not in taken and kinds[name] == OSF_LEAD_KINDS[lead]
-                    and re.search(_OSF_LEAD_PATTERNS[lead], normalize_name(name))):
-                slots[lead] = name
-                break
+    tables = [_OSF_LEAD_PATTERNS] + ([_OSF_LEAD_SUBSTITUTES] if substitute else [])
+    for table in tables:
+        for lead in OSF_LEADS:
+            if lead in slots or lead not in table:
+                continue
+            taken = set(slots.values())
+            for name in names:
+                if (name not in taken and kinds[name] == OSF_LEAD_KINDS[lead]
+                        and re.search(table[lead], normalize_name(name))):
+                    slots[lead] = name
+                    break
     return tuple(slots.get(lead) for lead in OSF_LEADS)
+
+
+def osf_lead_substitutes(names, *, channel_map: ChannelMap | None = None) -> dict[str, str]:
+    """``{lead: channel}`` of the leads that :func:`osf_lead_slots` fills with a stand-in
+    (``substitute=True``) because the recording lacks the lead itself."""
+    exact = osf_lead_slots(names, channel_map=channel_map)
+    stand_in = osf_lead_slots(names, channel_map=channel_map, substitute=True)
+    return {lead: s for lead, e, s in zip(OSF_LEADS, exact, stand_in) if e is None and s is not None}

@@ -20,6 +20,7 @@ import sleepfm
 from ._version import __version__
 from .checkpoint import read_record
 from .config import (
+    BenchConfig,
     DashboardConfig,
     DemoConfig,
     DiseaseConfig,
@@ -83,7 +84,9 @@ def cmd_finetune(args) -> int:
     result = sleepfm.finetune(args.run, args.task, _settings(args, FinetuneConfig),
                               split=args.split)
     score = "" if result.val_score is None else f"; validation score {result.val_score:.3f}"
-    print(f"{args.task} head ({result.mode}) trained on {len(result.train_records)} nights of "
+    chosen = (result.info.get("selection") or {}).get("chosen")
+    mode = f"{result.mode}: {chosen}" if chosen else f"{result.mode}, {result.info['features']}"
+    print(f"{args.task} head ({mode}) trained on {len(result.train_records)} nights of "
           f"{result.info['n_train_subjects']} subjects{score}; saved to {result.directory}")
     return 0
 
@@ -156,6 +159,20 @@ def _print_demo_disease(ev) -> None:
         print(f"  {p:<14} {cells[0]:<21} {cells[1]:<22} {cells[2]:<23} {ef}")
     print("  the cohort is synthetic: these figures say how well the pipeline recovers a known "
           "hazard, not how it does on patients")
+
+
+def cmd_bench(args) -> int:
+    result = sleepfm.bench(args.run, _settings(args, BenchConfig), progress=not args.quiet)
+    main = result.table[(result.table["condition"] == "all") & (result.table["split"] == "held_out")
+                        & result.table["labels"].isin(["100%", "shipped"])
+                        & (result.table["pretrain_fraction"].fillna(1.0) == 1.0)]
+    if len(main):
+        table = main.pivot_table(index=["method", "setting"], columns="task", values="auroc",
+                                 aggfunc="first")
+        print("macro AUROC, all leads, held-out subjects:")
+        print(table.round(3).to_string())
+    print(f"{len(result.table)} rows; report: {result.report_dir / 'results.md'}")
+    return 0
 
 
 def cmd_import_weights(args) -> int:
@@ -280,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
                             ("disease", DiseaseEvaluateConfig))):
         q = _command(tasks, task, cmd_evaluate, f"score the {task} head", settings, quiet=False)
         q.add_argument("--run", required=True, help="run directory (after `sleepfm finetune`)")
+
+    p = _command(sub, "bench", cmd_bench, "compare pre-training objectives on a run's scored "
+                 "nights (linear probe, fine-tuning, few-shot, missing leads) → "
+                 "RUN_DIR/reports/bench", BenchConfig)
+    p.add_argument("--run", required=True, help="run directory (after `sleepfm preprocess`)")
 
     p = _command(sub, "predict", cmd_predict, "stage a new EDF with a run's encoder and staging "
                  "head", PredictConfig, quiet=False)

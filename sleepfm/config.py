@@ -1,140 +1,41 @@
-"""Settings of every stage, one dataclass each, and the one typed loader that reads them.
+"""Settings of every stage, one dataclass each.
 
 A stage takes its settings as a dataclass, a YAML file (``sleepfm <stage> --config FILE``) or
-keyword overrides; :func:`load_config` accepts all three. Every field is checked for its type and
-allowed values when a config is built, so ``batch_size: big`` fails with
+keyword overrides; :func:`~sleepfm.settings.load_config` accepts all three. Every field is checked
+for its type and allowed values when a config is built, so ``batch_size: big`` fails with
 "batch_size must be an integer, got 'big'" before any work starts. The command line is built from
-these dataclasses (:func:`cli_options`): each field is an option, its help and choices come from
-the field's metadata.
+these dataclasses (:func:`~sleepfm.settings.cli_options`): each field is an option, its help and
+choices come from the field's metadata. The machinery is :mod:`sleepfm.settings`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
 
-import yaml
-
+from .channels import LEAD_CONDITIONS
 from .exceptions import InvalidParameterError
+from .settings import CLIOption, Settings, cli_options, load_config, parse_text, setting
 from .utils import check_option
 from .vocab import EPOCH_TASKS, SCHEMES
 
+__all__ = ["CLIOption", "cli_options", "load_config", "parse_text", "setting"]  # re-exported
+
 #: Ways to train a staging or events head (``sleepfm finetune staging|events --mode``).
-MODES: tuple[str, ...] = ("lstm", "linear", "fewshot", "finetune")
+MODES: tuple[str, ...] = ("auto", "lstm", "linear", "mlp", "fewshot", "finetune")
+#: Staging heads on frozen inputs, the candidates of ``--mode auto`` (simplest first).
+STAGING_HEADS: tuple[str, ...] = ("linear", "mlp", "lstm")
+#: Inputs of a head (``--features``): epoch embeddings, spectral features of the store, or both.
+FEATURES: tuple[str, ...] = ("auto", "embedding", "spectral", "both")
 #: Disease models (``sleepfm finetune disease --mode``): Cox heads on the embeddings, or the
 #: demographics-only baseline.
 DISEASE_MODES: tuple[str, ...] = ("lstm", "mlp", "linear", "demographics")
-
-
-def setting(default=dataclasses.MISSING, help: str = "", *, choices=None, minimum=None,
-            flag: str | None = None, const: tuple[str, Any, str] | None = None,
-            default_factory=dataclasses.MISSING):
-    """A config field with its help text, allowed values, lower bound and command-line flag.
-
-    ``const`` adds a second flag that sets a fixed value, e.g.
-    ``("--allow-truncated", "warn", "read truncated EDFs ...")``.
-    """
-    metadata = {"help": help, "choices": choices, "minimum": minimum, "flag": flag,
-                "const": const}
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-# --------------------------------------------------------------------------------------------
-# type checks
-# --------------------------------------------------------------------------------------------
-def _describe(hint) -> str:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        parts = [_describe(a) for a in args if a is not type(None)]
-        return " or ".join(parts) + (" or null" if type(None) in args else "")
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             dict: "a mapping", tuple: "a list", list: "a list"}
-    return names.get(typing.get_origin(hint) or hint, str(hint))
-
-
-def _check_value(name: str, value, hint):
-    """``value`` checked against the type ``hint`` (ints are accepted as floats, lists as tuples)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        for option in typing.get_args(hint):
-            if option is type(None):
-                continue
-            try:
-                return _check_value(name, value, option)
-            except InvalidParameterError:
-                continue
-    elif hint is bool and isinstance(value, bool):
-        return value
-    elif hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    elif hint is str and isinstance(value, str):
-        return value
-    elif (origin or hint) is dict and isinstance(value, Mapping):
-        return dict(value)
-    elif (origin or hint) in (tuple, list) and isinstance(value, (list, tuple)):
-        return (origin or hint)(value)
-    raise InvalidParameterError(f"{name} must be {_describe(hint)}, got {value!r}.")
-
-
-def parse_text(name: str, text: str, hint):
-    """A command-line string as a value of type ``hint`` (mappings and lists are read as YAML)."""
-    options = [a for a in typing.get_args(hint) if a is not type(None)] \
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
-    if len(options) < len(typing.get_args(hint)) and text.lower() in ("none", "null"):
-        return None
-    for option in options:
-        try:
-            if option is int:
-                return int(text)
-            if option is float:
-                return float(text)
-            if option is str:
-                return text
-            value = yaml.safe_load(text)
-            if option in (list, tuple) and not isinstance(value, (list, tuple)):
-                value = [v.strip() for v in text.split(",") if v.strip()]  # a, b, c
-            return _check_value(name, value, option)
-        except (ValueError, yaml.YAMLError):
-            continue
-    raise InvalidParameterError(f"{name} must be {_describe(hint)}, got {text!r}.")
-
-
-class _Settings:
-    """Base of the stage configs: every field is checked when the config is built."""
-
-    def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for f in fields(self):
-            value = _check_value(f.name, getattr(self, f.name), hints[f.name])
-            if f.metadata.get("choices") is not None:
-                check_option(f.name, value, f.metadata["choices"])
-            low = f.metadata.get("minimum")
-            if low is not None and value is not None and value < low:
-                raise InvalidParameterError(f"{f.name} must be at least {low}, got {value!r}.")
-            object.__setattr__(self, f.name, value)
-
-    def to_dict(self) -> dict:
-        """The settings as a JSON-able dict (what ``run.json`` records)."""
-        return json.loads(json.dumps(asdict(self), default=str))
 
 
 # --------------------------------------------------------------------------------------------
 # the stages' settings
 # --------------------------------------------------------------------------------------------
 @dataclass
-class PreprocessConfig(_Settings):
+class PreprocessConfig(Settings):
     """Settings of ``sleepfm preprocess`` (EDF/BDF → HDF5 at 128 Hz).
 
     Attributes
@@ -193,7 +94,7 @@ class PreprocessConfig(_Settings):
 
 
 @dataclass
-class PretrainConfig(_Settings):
+class PretrainConfig(Settings):
     """Settings of ``sleepfm pretrain`` (self-supervised pre-training with Lightning).
 
     Attributes
@@ -204,8 +105,11 @@ class PretrainConfig(_Settings):
         Registered objective name; ``objective_kwargs`` are passed to it (e.g. ``temperature``).
     window_s : float, default=300
         Context window in seconds (60 tokens of 5 s).
-    batch_size, lr, weight_decay, warmup_fraction, grad_clip : training hyper-parameters
-        AdamW with linear warm-up over ``warmup_fraction`` of the steps, then cosine decay.
+    batch_size, lr, weight_decay, warmup_fraction, grad_clip, betas : training hyper-parameters
+        AdamW (``betas``) with linear warm-up over ``warmup_fraction`` of the steps, then cosine
+        decay. A ViT-1D encoder (``osf_*``) is trained on single 30 s epochs of the 12 OSF leads
+        (``batch_size`` epochs per step); ``window_s``, ``channel_dropout`` and ``max_channels``
+        then do not apply (its objectives augment the leads themselves).
     max_epochs, max_steps, patience : when to stop (early stopping on ``val/loss``).
     val_fraction : float, default=0.1
         Subjects held out for validation.
@@ -231,6 +135,7 @@ class PretrainConfig(_Settings):
     weight_decay: float = setting(0.05, "AdamW weight decay", minimum=0.0)
     warmup_fraction: float = setting(0.05, "fraction of steps of linear warm-up", minimum=0.0)
     grad_clip: float = setting(1.0, "gradient norm clip", minimum=0.0)
+    betas: tuple = setting((0.9, 0.999), "AdamW betas (e.g. 0.9,0.95)")
     max_epochs: int = setting(20, "training epochs", minimum=1)
     max_steps: int = setting(-1, "stop after this many steps (-1: no limit)", minimum=-1)
     patience: int = setting(5, "early-stopping patience in epochs (0: off)", minimum=0)
@@ -248,9 +153,19 @@ class PretrainConfig(_Settings):
     precision: str = setting("32-true", "32-true, bf16-mixed, 16-mixed")
     accumulate: int = setting(1, "gradient accumulation batches", minimum=1)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            betas = tuple(float(b) for b in self.betas)
+        except (TypeError, ValueError):
+            betas = ()
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise InvalidParameterError(f"betas must be two numbers in [0, 1), got {self.betas!r}.")
+        self.betas = betas
+
 
 @dataclass
-class EmbedConfig(_Settings):
+class EmbedConfig(Settings):
     """Settings of ``sleepfm embed`` (store → per-epoch, window and night embeddings).
 
     Attributes
@@ -286,14 +201,24 @@ def _check_fraction(value: float) -> None:
 
 
 @dataclass
-class FinetuneConfig(_Settings):
+class FinetuneConfig(Settings):
     """Settings of ``sleepfm finetune`` (a staging or events head on a run's embeddings).
 
     Attributes
     ----------
-    mode : {"lstm", "linear", "fewshot", "finetune"}, default="lstm"
-        ``lstm``/``linear`` head on frozen embeddings, ``fewshot`` (the LSTM head on ``shots``
-        nights or epochs per class), or ``finetune`` (the encoder unfrozen, end to end; staging).
+    mode : {"auto", "lstm", "linear", "mlp", "fewshot", "finetune"}, default="auto"
+        ``auto`` (staging): the head and input with the best validation macro-F1 among
+        ``candidates`` x inputs (cross-validated over subjects in a small cohort; see
+        :mod:`sleepfm.stages.head_select`); for events, the LSTM event head.
+        ``lstm``/``linear``/``mlp``: that head on frozen inputs; ``fewshot`` (the LSTM head on
+        ``shots`` nights or epochs per class); ``finetune`` (the encoder unfrozen, end to end;
+        staging).
+    features : {"auto", "embedding", "spectral", "both"}, default="auto"
+        The head's input per epoch: the encoder's embeddings, spectral features of the store
+        records (:mod:`sleepfm.spectral`: band powers and time-domain statistics of EEG, EOG
+        and chin EMG), or both side by side. ``auto``: with ``mode="auto"``, every one that is
+        available is a candidate; otherwise the embeddings (the spectral features without
+        embeddings).
     scheme : {"aasm5", "osf4"}, default="aasm5"
         Stage classes (staging): the five AASM stages or W / light / deep / REM.
     embedding : str, default="fused"
@@ -320,10 +245,25 @@ class FinetuneConfig(_Settings):
     skip_unlabelled : bool, default=False
         Skip records with embeddings but no usable label file (reported) instead of failing.
     device : str, default="cpu"
+    candidates : tuple of str, default=("linear", "mlp", "lstm")
+        Heads ``mode="auto"`` chooses among.
+    cv_folds : int, default=5
+        Folds (by subject) of the cross-validation ``mode="auto"`` uses when the split has
+        fewer than ``min_val_subjects`` validation subjects.
+    min_val_subjects : int, default=10
+        Validation subjects from which ``mode="auto"`` trusts the split's validation nights
+        instead of cross-validating.
+    min_steps : int, default=200
+        With ``epochs`` unset, train a staging head for at least this many optimiser steps (on
+        a few nights one pass over the data is a single step).
     """
 
-    mode: str = setting("lstm", "lstm/linear head on frozen embeddings, fewshot, or finetune "
-                        "(encoder unfrozen, end to end)", choices=MODES)
+    mode: str = setting("auto", "auto (the head with the best validation macro-F1), a lstm/"
+                        "linear/mlp head on frozen inputs, fewshot, or finetune (encoder "
+                        "unfrozen, end to end)", choices=MODES)
+    features: str = setting("auto", "the head's input: epoch embeddings, spectral features of "
+                            "the store, both, or auto (candidates of --mode auto)",
+                            choices=FEATURES)
     scheme: str = setting("aasm5", "stage classes", choices=tuple(SCHEMES))
     embedding: str = setting("fused", "fused or a modality (BAS, ECG, EMG, RESP)")
     label_fraction: float = setting(1.0, "fraction of training subjects whose labels are used")
@@ -341,11 +281,29 @@ class FinetuneConfig(_Settings):
     skip_unlabelled: bool = setting(False, "leave out records without usable labels (reported) "
                                     "instead of failing")
     device: str = setting("cpu", "torch device")
+    candidates: tuple = setting(STAGING_HEADS, "heads --mode auto chooses among (e.g. "
+                                "linear,mlp)")
+    cv_folds: int = setting(5, "cross-validation folds of --mode auto in a small cohort",
+                            minimum=2)
+    min_val_subjects: int = setting(10, "validation subjects from which --mode auto uses the "
+                                    "split's validation nights instead of cross-validating",
+                                    minimum=1)
+    min_steps: int = setting(200, "with --epochs unset, train a staging head for at least this "
+                             "many optimiser steps", minimum=1)
 
     def validate(self, task: str) -> None:
         """Check the settings that depend on each other and on the task."""
         check_option("task", task, EPOCH_TASKS)
         _check_fraction(self.label_fraction)
+        if not self.candidates:
+            raise InvalidParameterError(f"'candidates' is empty; name some of {STAGING_HEADS}.")
+        for name in self.candidates:
+            check_option("candidates", name, STAGING_HEADS)
+        if self.mode == "finetune" and self.features in ("spectral", "both"):
+            raise InvalidParameterError(
+                "mode 'finetune' trains the encoder end to end on the signals; it takes no "
+                f"features={self.features!r}. Use --mode auto, linear, mlp or lstm for a head "
+                "on spectral features.")
         if self.mode == "fewshot" and (self.shots is None or self.shots < 1):
             raise InvalidParameterError(
                 "mode 'fewshot' needs shots >= 1 (--shots K): K nights, or K epochs per class "
@@ -365,7 +323,7 @@ class FinetuneConfig(_Settings):
 
 
 @dataclass
-class EvaluateConfig(_Settings):
+class EvaluateConfig(Settings):
     """Settings of ``sleepfm evaluate`` (held-out test subjects → reports).
 
     Attributes
@@ -387,7 +345,7 @@ class EvaluateConfig(_Settings):
 
 
 @dataclass
-class DiseaseConfig(_Settings):
+class DiseaseConfig(Settings):
     """Settings of ``sleepfm finetune disease`` (Cox heads for many phenotypes at once).
 
     Attributes
@@ -465,7 +423,7 @@ class DiseaseConfig(_Settings):
 
 
 @dataclass
-class DiseaseEvaluateConfig(_Settings):
+class DiseaseEvaluateConfig(Settings):
     """Settings of ``sleepfm evaluate disease`` (survival metrics, fairness, enrichment,
     attribution on the held-out subjects).
 
@@ -521,7 +479,7 @@ class DiseaseEvaluateConfig(_Settings):
 
 
 @dataclass
-class PredictConfig(_Settings):
+class PredictConfig(Settings):
     """Settings of ``sleepfm predict`` (a new recording → a hypnogram CSV).
 
     Attributes
@@ -548,7 +506,7 @@ class PredictConfig(_Settings):
 
 
 @dataclass
-class DemoConfig(_Settings):
+class DemoConfig(Settings):
     """Settings of ``sleepfm demo`` (the whole pipeline on a data folder).
 
     Attributes
@@ -586,8 +544,111 @@ class DemoConfig(_Settings):
     dashboard: bool = setting(True, "start the dashboard on the run at the end (the CLI)")
 
 
+#: Settings of ``sleepfm bench``: linear probing, full fine-tuning, few-shot probing.
+BENCH_SETTINGS: tuple[str, ...] = ("linear", "finetune", "fewshot")
+#: Baselines of ``sleepfm bench``: YASA's shipped model, YASA's features + LightGBM retrained on
+#: the training subjects, and the backbone trained supervised from scratch.
+BENCH_BASELINES: tuple[str, ...] = ("yasa", "yasa_lgbm", "scratch")
+
+
+def _numbers(name: str, values, kind: type, low: float, high: float) -> tuple:
+    try:
+        out = tuple(kind(v) for v in values)
+    except (TypeError, ValueError):
+        out = None
+    if out is None or any(not low <= v <= high for v in out) or \
+            (kind is int and any(float(v) != int(float(v)) for v in values)):
+        raise InvalidParameterError(f"{name} must be a list of {'integers' if kind is int else 'numbers'} "
+                                    f"in [{low:g}, {high:g}], got {values!r}.")
+    return out
+
+
 @dataclass
-class DashboardConfig(_Settings):
+class BenchConfig(Settings):
+    """Settings of ``sleepfm bench`` (pre-training objectives compared on the same data, tasks
+    and budget).
+
+    Attributes
+    ----------
+    objectives : list of str
+        Registered objectives that train a ViT-1D, each pre-trained with the same steps, batch
+        and records.
+    tasks : list of str
+        ``stage`` (= ``stage5`` and ``stage4``), ``arousal``, ``hypopnea``, ``desaturation``.
+    settings : list of str
+        ``linear`` (frozen backbone, OSF's linear probe), ``finetune`` (end to end), ``fewshot``
+        (the linear probe on ``shots`` labelled epochs per class and ``shot_nights`` nights).
+    conditions : list of str
+        Lead conditions at inference (:data:`sleepfm.channels.LEAD_CONDITIONS`).
+    baselines : list of str
+        ``yasa``, ``yasa_lgbm`` and/or ``scratch``.
+    scaling : list of float
+        Fractions of the pre-training records for the data-scaling study of
+        ``scaling_objective`` (0: an untrained backbone); empty: no study.
+    label_fractions : list of float
+        Fractions of the training subjects whose labels the linear probe (and the retrained
+        baseline) may use.
+    encoder, encoder_overrides : the backbone (an ``osf_*`` name and config changes).
+    steps, batch_size, lr : the pre-training budget, the same for every objective.
+    probe_epochs : int
+        Epochs of the linear probe.
+    finetune_steps, finetune_lr : the fine-tuning budget.
+    test_size, val_size : float
+        Fractions of subjects held out for testing and for model selection.
+    test_site : str, optional
+        A site of ``cohort.csv`` whose nights form the "new site" test split (never trained on).
+    source : str, optional
+        Folder of the original recordings for the YASA baselines (default: the folder the run
+        was preprocessed from); each file is checked against the checksum the store records.
+    n_boot : int
+        Subject-bootstrap resamples of the confidence intervals.
+    seed, device, num_workers : as elsewhere.
+    """
+
+    objectives: tuple = setting(("loo_contrastive", "simclr", "dino", "mae", "vqvae", "ar"),
+                                "pre-training objectives to compare")
+    tasks: tuple = setting(("stage", "arousal", "hypopnea", "desaturation"), "tasks")
+    settings: tuple = setting(BENCH_SETTINGS, "evaluation settings")
+    conditions: tuple = setting(tuple(LEAD_CONDITIONS), "lead conditions at inference")
+    baselines: tuple = setting(BENCH_BASELINES, "baselines in the same table")
+    scaling: tuple = setting((0.0, 0.25, 0.5, 1.0), "fractions of pre-training records for the "
+                             "data-scaling study (empty: none)")
+    scaling_objective: str = setting("dino", "objective of the data-scaling study")
+    label_fractions: tuple = setting((1.0,), "fractions of training subjects with labels")
+    shots: tuple = setting((1, 5, 10), "few-shot: labelled epochs per class")
+    shot_nights: tuple = setting((1,), "few-shot: labelled nights")
+    encoder: str = setting("osf_nano", "backbone (an osf_* encoder)")
+    encoder_overrides: dict = setting(help="backbone config changes (YAML mapping)",
+                                      default_factory=dict)
+    steps: int = setting(200, "pre-training steps of each objective", minimum=1)
+    batch_size: int = setting(64, "epochs per step", minimum=2)
+    lr: float = setting(5e-4, "peak pre-training learning rate", minimum=0.0)
+    probe_epochs: int = setting(30, "epochs of the linear probe", minimum=1)
+    finetune_steps: int = setting(100, "steps of full fine-tuning", minimum=1)
+    finetune_lr: float = setting(1e-4, "backbone learning rate of fine-tuning", minimum=0.0)
+    test_size: float = setting(0.3, "fraction of subjects for testing", minimum=0.0)
+    val_size: float = setting(0.15, "fraction of subjects for model selection", minimum=0.0)
+    test_site: str | None = setting(None, "site whose nights are the new-site test split")
+    source: str | None = setting(None, "folder of the original recordings (YASA baselines)")
+    n_boot: int = setting(200, "bootstrap resamples of the CIs", minimum=0)
+    seed: int = setting(0, "seed of the split, the subsets and the training")
+    device: str = setting("cpu", "torch device")
+    num_workers: int = setting(0, "DataLoader worker processes", minimum=0, flag="--workers")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, allowed in (("settings", BENCH_SETTINGS), ("baselines", BENCH_BASELINES),
+                              ("conditions", tuple(LEAD_CONDITIONS))):
+            for value in getattr(self, name):
+                check_option(name, value, allowed)
+        self.scaling = _numbers("scaling", self.scaling, float, 0.0, 1.0)
+        self.label_fractions = _numbers("label_fractions", self.label_fractions, float, 1e-9, 1.0)
+        self.shots = _numbers("shots", self.shots, int, 1, 1e9)
+        self.shot_nights = _numbers("shot_nights", self.shot_nights, int, 1, 1e9)
+
+
+@dataclass
+class DashboardConfig(Settings):
     """Settings of ``sleepfm dashboard`` (the Streamlit app on a run directory).
 
     Attributes
@@ -602,98 +663,3 @@ class DashboardConfig(_Settings):
     address: str = setting("127.0.0.1", "address to bind (default: this machine only)")
 
 
-# --------------------------------------------------------------------------------------------
-# loading
-# --------------------------------------------------------------------------------------------
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise InvalidParameterError(f"{path}: config file not found; pass the path of a YAML "
-                                    "file with the stage's settings.")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise InvalidParameterError(f"{path}: not valid YAML{line}; fix the file (settings are "
-                                    "'name: value' lines).") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise InvalidParameterError(f"{path}: expected 'name: value' settings, got a "
-                                    f"{type(values).__name__}.")
-    return values
-
-
-def load_config(cls: type, source=None, /, **overrides):
-    """A config dataclass from a YAML file, a dict or another config, plus keyword overrides.
-
-    Parameters
-    ----------
-    cls : type
-        One of the config dataclasses of this module.
-    source : path-like, dict or ``cls`` instance, optional
-        The settings; absent ones keep their defaults.
-    **overrides
-        Settings that replace those of ``source``.
-
-    Returns
-    -------
-    cls instance
-
-    Raises
-    ------
-    InvalidParameterError
-        A missing or invalid YAML file, an unknown setting, a wrong type or a value that is not
-        allowed; the message names the file and the setting.
-    """
-    where = ""
-    if source is None:
-        values = {}
-    elif isinstance(source, cls):
-        values = {f.name: getattr(source, f.name) for f in fields(cls)}
-    elif isinstance(source, Mapping):
-        values = dict(source)
-    elif isinstance(source, (str, os.PathLike)):
-        where = f"{source}: "
-        values = _read_yaml(Path(source))
-    else:
-        raise InvalidParameterError(f"settings must be a {cls.__name__}, a dict or a YAML path, "
-                                    f"got {type(source).__name__}.")
-    values.update(overrides)
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InvalidParameterError(f"{where}unknown settings {unknown}; known: {known}.")
-    try:
-        return cls(**values)
-    except InvalidParameterError as err:
-        raise InvalidParameterError(f"{where}{err}") from None
-
-
-@dataclass(frozen=True)
-class CLIOption:
-    """How one config field appears on the command line."""
-
-    dest: str
-    flag: str
-    help: str
-    default: Any
-    choices: tuple | None
-    is_bool: bool
-    parse: Callable[[str], Any]
-    const: tuple[str, Any, str] | None
-
-
-def cli_options(cls: type) -> list[CLIOption]:
-    """The command-line options of a config dataclass, one per field."""
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        out.append(CLIOption(
-            dest=f.name, flag=f.metadata.get("flag") or "--" + f.name.replace("_", "-"),
-            help=f.metadata.get("help", ""), default=default, choices=f.metadata.get("choices"),
-            is_bool=hints[f.name] is bool,
-            parse=lambda text, name=f.name, hint=hints[f.name]: parse_text(name, text, hint),
-            const=f.metadata.get("const")))
-    return out

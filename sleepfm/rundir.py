@@ -39,12 +39,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ._version import __version__
+from .channels import DEFAULT_CHANNEL_MAP, ChannelMap
 from .checkpoint import artifact_id, read_record
 from .exceptions import StoreError
 from .io.cohort import COHORT_NAME, read_cohort
 from .io.store import Store
 from .utils import atomic_directory, check_option, write_json_atomic
 from .vocab import TASKS
+
+#: Report folders: one per task, and the pre-training benchmark's.
+REPORTS: tuple[str, ...] = (*TASKS, "bench")
 
 logger = logging.getLogger(__name__)
 # Run directories whose lock this process holds (a stage may run inside another, e.g. the demo).
@@ -168,8 +172,13 @@ class RunDir:
     def split_file(self, task: str) -> Path:
         return self.head_dir(task) / "split.json"
 
+    @property
+    def bench_dir(self) -> Path:
+        """Where ``sleepfm bench`` keeps its cells (encoders, embeddings, results)."""
+        return self.path / "bench"
+
     def report_dir(self, task: str) -> Path:
-        check_option("task", task, TASKS)
+        check_option("task", task, REPORTS)
         return self.path / "reports" / task
 
     @contextlib.contextmanager
@@ -264,9 +273,19 @@ class RunDir:
                              f"{self.path}` first.")
         return [p.stem for p in files]
 
+    def channel_map(self) -> ChannelMap:
+        """The alias table the store was made with (``channel_map.yaml``, else the built-in one)."""
+        if self.channel_map_file.is_file():
+            return ChannelMap.from_yaml(self.channel_map_file)
+        return DEFAULT_CHANNEL_MAP
+
+    def cohort(self):
+        """The run's ``cohort.csv`` as a DataFrame, or None when there is none."""
+        return read_cohort(self.cohort_file) if self.cohort_file.is_file() else None
+
     def subjects(self, record_ids) -> dict[str, str]:
         """``{record_id: subject_id}`` from ``cohort.csv`` (a record it lacks is its own subject)."""
-        table = read_cohort(self.cohort_file) if self.cohort_file.is_file() else None
+        table = self.cohort()
         known = dict(zip(table["record_id"], table["subject_id"])) if table is not None else {}
         return {r: str(known.get(r, r)) for r in record_ids}
 

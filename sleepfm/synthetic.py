@@ -23,7 +23,8 @@ What is modelled, per 30 s epoch and stage (W, N1, N2, N3, REM coded 0-4):
 
 Sampling rates are set per channel kind; all values are float64 in physical units (uV for
 electrical signals, % for SpO2, arbitrary units for respiration). Stages, subject facts (age, sex,
-AHI, alpha frequency, spindle density, ...) and events are returned with the signals.
+AHI, alpha frequency, spindle density, ...), events and per-epoch scoring evidence (slow-wave
+amount, spindles, arousals...: :data:`EVIDENCE_COLUMNS`) are returned with the signals.
 
 Realism is measured, not assumed: YASA's pre-trained staging model (``yasa.SleepStaging`` on
 C4-M1, E1-M2 and Chin, trained on real PSG) reaches about 0.93 accuracy and Cohen's kappa 0.90 on
@@ -99,6 +100,22 @@ MONTAGES: dict[str, list[tuple[str, str]]] = {
 }
 """Montage name -> ``[(channel name, kind), ...]``; kinds are those of :data:`KINDS`."""
 
+#: Columns of :attr:`SyntheticNight.evidence`, one row per 30 s epoch, for simulated scorers
+#: (:mod:`sleepfm.synthetic_sites`); taken from the generator's plan and, for slow waves, from a
+#: frontal lead synthesised for the purpose (not from the recorded channels):
+#:
+#: - ``so_fraction``: fraction of the epoch in which the 0.5-2 Hz activity of a frontal lead
+#:   (F4-M1 model, slow-wave trains and background delta) swings >= 75 uV peak to peak: the
+#:   quantity of the AASM 20 % rule for N3;
+#: - ``spindles``, ``kcomplexes``: sleep spindles and K-complexes centred in the epoch;
+#: - ``arousal``: fraction of the epoch inside an arousal;
+#: - ``eyes_closed``: fraction of the epoch with the eyes closed (matters in W: alpha);
+#: - ``rem_bursts``: expected number of rapid-eye-movement bursts in the epoch.
+EVIDENCE_COLUMNS: tuple[str, ...] = ("so_fraction", "spindles", "kcomplexes", "arousal",
+                                     "eyes_closed", "rem_bursts")
+_SO_PP_UV = 75.0  # peak-to-peak amplitude of an AASM slow wave, uV
+_SCORING_FS = 50.0  # rate of the frontal lead the slow-wave evidence is measured on
+
 # ---------------------------------------------------------------------------------------------
 # Stage physiology: one value per stage (W, N1, N2, N3, REM). EEG values describe a central lead
 # (C4-M1) of an average subject; subject factors and lead weights scale them.
@@ -158,6 +175,18 @@ class SyntheticConfig:
         Age in years of every subject; ``None`` draws one per subject.
     sex : {'M', 'F'}, optional
         Sex of every subject; ``None`` draws one per subject.
+    age_range : tuple of (float, float), optional
+        When ``age`` is ``None``, draw each subject's age uniformly from this range (years)
+        instead of the default clinical mix (normal, mean 48, SD 15, clipped to 18-85).
+    severity_mix : tuple of 4 floats, optional
+        When ``ahi`` and ``severity`` are ``None``, the probabilities of the severity grades
+        none, mild, moderate and severe (normalised to sum to 1); default ``(0.4, 0.3, 0.2,
+        0.1)``.
+    fragmentation : float, default=1.0
+        Multiplies each subject's wake-after-sleep-onset propensity and spontaneous arousal
+        index: above 1 gives more awakenings, N1 and arousals (fragmented sleep).
+    n3_scale : float, default=1.0
+        Multiplies each subject's amount of N3 (below 1: less slow-wave sleep).
     """
 
     duration_h: float = 8.0
@@ -169,6 +198,10 @@ class SyntheticConfig:
     line_freq: float = 50.0
     age: float | None = None
     sex: str | None = None
+    age_range: tuple[float, float] | None = None
+    severity_mix: tuple[float, float, float, float] | None = None
+    fragmentation: float = 1.0
+    n3_scale: float = 1.0
 
     def rates(self) -> dict[str, float]:
         """Sampling rate of every kind, defaults merged with :attr:`sample_rates`."""
@@ -199,6 +232,10 @@ class SyntheticNight:
         Channel name -> kind (``eeg``, ``eog``, ``emg``, ``ecg``, ``resp``, ``spo2``).
     artefacts : pandas.DataFrame
         Injected artefacts: ``onset``, ``duration``, ``type``, ``channel`` (``'*'`` = several).
+    evidence : pandas.DataFrame
+        What a human scorer would see in each epoch, from the generator's plan: one row per
+        epoch, the columns of :data:`EVIDENCE_COLUMNS` (described there). The same for every
+        montage and sampling rate of a seed. Empty for nights not made by the generator.
     """
 
     record_id: str
@@ -211,6 +248,8 @@ class SyntheticNight:
     kinds: dict[str, str] = field(default_factory=dict)
     artefacts: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=["onset", "duration", "type", "channel"]))
+    evidence: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=list(EVIDENCE_COLUMNS)))
 
     @property
     def duration_s(self) -> float:
@@ -251,9 +290,10 @@ class SyntheticNight:
 
         signals = {c: x[int(start_s * self.sample_rates[c]):int(stop_s * self.sample_rates[c])]
                    for c, x in self.signals.items()}
-        return replace(self, signals=signals, stages=self.stages[int(start_s // EPOCH_S):
-                                                                  int(stop_s // EPOCH_S)],
-                       events=table(self.events), artefacts=table(self.artefacts))
+        first, last = int(start_s // EPOCH_S), int(stop_s // EPOCH_S)
+        return replace(self, signals=signals, stages=self.stages[first:last],
+                       events=table(self.events), artefacts=table(self.artefacts),
+                       evidence=self.evidence.iloc[first:last].reset_index(drop=True))
 
     def to_mne(self, channels: Sequence[str] | None = None):
         """The chosen channels as an :class:`mne.io.RawArray` (volts for electrical signals).
@@ -433,6 +473,21 @@ def _validate(cfg: SyntheticConfig, seed) -> None:
         raise ValueError(f"age must lie in [1, 110] years, got {cfg.age!r}.")
     if cfg.sex is not None:
         check_option("sex", cfg.sex, ("M", "F"))
+    if cfg.age_range is not None and not (
+            len(cfg.age_range) == 2 and 1 <= cfg.age_range[0] <= cfg.age_range[1] <= 110):
+        raise ValueError(f"age_range must be (low, high) years with 1 <= low <= high <= 110, got "
+                         f"{cfg.age_range!r}.")
+    if cfg.severity_mix is not None:
+        mix = np.asarray(cfg.severity_mix, dtype=float)
+        if mix.shape != (len(SEVERITY_NAMES),) or not (np.all(mix >= 0) and mix.sum() > 0):
+            raise ValueError(f"severity_mix must hold {len(SEVERITY_NAMES)} non-negative "
+                             f"probabilities of {SEVERITY_NAMES}, got {cfg.severity_mix!r}.")
+    for name, low in (("fragmentation", 0.0), ("n3_scale", -1e-12)):
+        value = getattr(cfg, name)
+        if not (np.isfinite(value) and low < value <= 5):
+            interval = "(0, 5]" if low == 0 else "[0, 5]"
+            raise ValueError(f"{name} must be a factor in {interval} (1 = the default "
+                             f"population), got {value!r}.")
     if not cfg.line_freq > 0:
         raise ValueError(f"line_freq must be positive, got {cfg.line_freq!r}.")
     for kind in cfg.sample_rates or {}:
@@ -454,13 +509,20 @@ def _rng(key: tuple[int, ...], name: str) -> np.random.Generator:
 
 def _draw_subject(cfg: SyntheticConfig, key: tuple[int, ...], subject_id: str) -> dict:
     rng = _rng(key, "subject")
-    age = float(cfg.age) if cfg.age is not None else float(np.clip(rng.normal(48, 15), 18, 85))
+    if cfg.age is not None:
+        age = float(cfg.age)
+    elif cfg.age_range is not None:
+        age = float(rng.uniform(*cfg.age_range))
+    else:
+        age = float(np.clip(rng.normal(48, 15), 18, 85))
     sex = cfg.sex or ("M" if rng.random() < 0.5 else "F")
     if cfg.ahi is not None:
         ahi = float(cfg.ahi)
         severity = next(s for s, (lo, hi) in SEVERITY_RANGES.items() if ahi < hi or s == "severe")
     else:
-        severity = cfg.severity or str(rng.choice(list(SEVERITY_RANGES), p=[0.4, 0.3, 0.2, 0.1]))
+        mix = ([0.4, 0.3, 0.2, 0.1] if cfg.severity_mix is None
+               else np.asarray(cfg.severity_mix, dtype=float) / np.sum(cfg.severity_mix))
+        severity = cfg.severity or str(rng.choice(list(SEVERITY_RANGES), p=mix))
         lo, hi = SEVERITY_RANGES[severity]
         ahi = float(rng.uniform(lo, hi))
     old = (age - 20.0) / 50.0  # 0 at 20 y, 1 at 70 y
@@ -483,8 +545,10 @@ def _draw_subject(cfg: SyntheticConfig, key: tuple[int, ...], subject_id: str) -
         "spindle_freq": float(np.clip(rng.normal(13.2, 0.6), 11.5, 15.0)),
         "spindle_amp": float(np.clip(rng.normal(16.0, 3.5), 8.0, 28.0)),
         "so_amp": float(np.clip(rng.normal(55.0 - 15.0 * old, 8.0), 25.0, 90.0)),
-        "n3_factor": float(np.clip(rng.normal(1.25 - 0.45 * old - 0.005 * ahi, 0.15), 0.3, 1.6)),
-        "waso_factor": float(np.clip(rng.normal(1.0 + 0.5 * old + 0.01 * ahi, 0.3), 0.3, 2.5)),
+        "n3_factor": float(np.clip(rng.normal(1.25 - 0.45 * old - 0.005 * ahi, 0.15), 0.3, 1.6))
+        * cfg.n3_scale,
+        "waso_factor": float(np.clip(rng.normal(1.0 + 0.5 * old + 0.01 * ahi, 0.3), 0.3, 2.5))
+        * cfg.fragmentation,
         "sleep_latency_min": float(np.clip(rng.lognormal(np.log(15.0), 0.4), 3.0, 50.0)),
         "chin_tone": lognorm(0.3) * 14.0,
         "rem_density": lognorm(0.3),
@@ -496,7 +560,8 @@ def _draw_subject(cfg: SyntheticConfig, key: tuple[int, ...], subject_id: str) -
         "resp_rate": float(np.clip(rng.normal(0.25, 0.025), 0.18, 0.33)),
         "spo2_base": float(np.clip(rng.normal(96.5 - 0.04 * ahi, 0.8), 92.0, 98.5)),
         "plm_index": float(rng.uniform(5.0, 40.0)) if rng.random() < 0.25 else 0.0,
-        "arousal_index": float(np.clip(rng.normal(8.0 + 4.0 * old, 3.0), 2.0, 25.0)),
+        "arousal_index": float(np.clip(rng.normal(8.0 + 4.0 * old, 3.0), 2.0, 25.0))
+        * cfg.fragmentation,
     }
 
 
@@ -620,6 +685,7 @@ def _generate(cfg: SyntheticConfig, subject: dict, key: tuple[int, ...],
         fs = rates[kind]
         n = int(round(night.duration_s * fs))
         signals.update(_KIND_GENERATORS[kind](night, names, fs, n))
+    evidence = _epoch_evidence(night)
     artefacts = _add_artefacts(night, signals, kinds, rates)
     signals = {name: np.ascontiguousarray(signals[name], dtype=np.float64) for name, _ in montage}
     tst_h = sleep_hours(stages)
@@ -635,9 +701,47 @@ def _generate(cfg: SyntheticConfig, subject: dict, key: tuple[int, ...],
         subject=subject,
         kinds=kinds,
         artefacts=artefacts,
+        evidence=evidence,
     )
     logger.info("generated %r in %.2f s", out, time.perf_counter() - tic)
     return out
+
+
+def _epoch_evidence(night: _Night) -> pd.DataFrame:
+    """The per-epoch scoring evidence of :data:`EVIDENCE_COLUMNS`.
+
+    Slow waves are measured on a frontal lead (F4-M1 model) synthesised at 50 Hz for this
+    purpose alone, so the table is the same whatever the montage and rates; transients, arousals,
+    eye state and the REM burst rate come from the plan (named generators: nothing else
+    changes)."""
+    fs = _SCORING_FS
+    n = int(round(night.duration_s * fs))
+    n_epochs = len(night.stages)
+    lead = replace(_eeg_lead("F4-M1"), key="scoring/F4-M1")
+    frontal = _brain(night, [lead], fs, n)[0]
+    sos = sps.butter(2, [0.5, 2.0], "bandpass", fs=fs, output="sos")
+    swing = 2.0 * np.abs(sps.hilbert(sps.sosfiltfilt(sos, frontal)))  # peak to peak, uV
+    waves, _ = _transients(night, fs, n)
+    per_epoch = int(round(EPOCH_S * _CTRL_FS))
+
+    def epoch_mean(values: np.ndarray, k: int) -> np.ndarray:
+        return values[:n_epochs * k].reshape(n_epochs, k).mean(axis=1)
+
+    def count(name: str) -> np.ndarray:
+        centres = np.array([(s0 + len(w) // 2) / fs for nm, s0, w in waves if nm == name])
+        idx = (centres // EPOCH_S).astype(int) if len(centres) else np.zeros(0, int)
+        return np.bincount(idx[(idx >= 0) & (idx < n_epochs)], minlength=n_epochs)
+
+    rem_rate = (night.curve("rem_bursts", _REM_BURSTS, jitter=0.4) * night.subject["rem_density"]
+                * 3.5 / 60.0)
+    return pd.DataFrame({
+        "so_fraction": epoch_mean((swing >= _SO_PP_UV).astype(float), int(EPOCH_S * fs)).round(4),
+        "spindles": count("spindle"),
+        "kcomplexes": count("kc"),
+        "arousal": epoch_mean(night.arousal, per_epoch).round(4),
+        "eyes_closed": epoch_mean(_eyes_closed(night), per_epoch).round(4),
+        "rem_bursts": (epoch_mean(rem_rate, per_epoch) * EPOCH_S).round(4),
+    })
 
 
 def _hypnogram(n_epochs: int, subject: dict, rng: np.random.Generator) -> np.ndarray:

@@ -20,6 +20,8 @@ from .utils import check_option
 
 #: Length of a scoring epoch, in seconds.
 EPOCH_S = 30.0
+#: Length of a window (the level of window embeddings; SleepFM's context), in seconds.
+WINDOW_S = 300.0
 #: Label of an unscored epoch (movement, artefact, not scored).
 UNSCORED = -1
 #: AASM stage names, in code order 0..4.

@@ -17,11 +17,12 @@ PACKAGE = Path(sleepfm.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("sleepfm._version", "sleepfm.exceptions"),
     ("sleepfm.utils", "sleepfm.registry"),
-    ("sleepfm.vocab", "sleepfm.channels", "sleepfm.config"),
+    ("sleepfm.vocab", "sleepfm.channels", "sleepfm.settings", "sleepfm.config"),
     ("sleepfm.io", "sleepfm.splits", "sleepfm.checkpoint"),
-    ("sleepfm.preprocess", "sleepfm.synthetic", "sleepfm.synthetic_cohort"),
-    ("sleepfm.eval",),
-    ("sleepfm.data",),
+    ("sleepfm.preprocess", "sleepfm.spectral", "sleepfm.synthetic", "sleepfm.synthetic_cohort",
+     "sleepfm.yasa_baseline"),
+    ("sleepfm.eval", "sleepfm.synthetic_sites"),
+    ("sleepfm.data", "sleepfm.lead_epochs"),
     ("sleepfm.models", "sleepfm.ssl"),
     ("sleepfm.artifacts", "sleepfm.train", "sleepfm.rundir"),
     ("sleepfm.stages",),
@@ -29,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sleepfm.cli",),
 ]
 # Third-party packages heavy enough to be imported only where they are used.
-LAZY_ALLOWED = {"matplotlib", "mne", "torch", "safetensors", "yasa", "distributed"}
+LAZY_ALLOWED = {"matplotlib", "mne", "torch", "safetensors", "yasa", "distributed", "lightgbm"}
 MAX_LINES, LONG_ALLOWED = 800, {"sleepfm.synthetic"}
 
 

@@ -166,7 +166,7 @@ def test_mismatched_label_length_names_record_and_lengths(tmp_path):
 
 def test_head_saved_as_safetensors_and_json_and_reloads(tmp_path):
     run = make_embedding_run(tmp_path / "run", n_subjects=6)
-    result = finetune(run, "staging", FinetuneConfig(scheme="osf4", embedding="BAS",
+    result = finetune(run, "staging", FinetuneConfig(mode="lstm", scheme="osf4", embedding="BAS",
                                                          bidirectional=True, **FAST))
     head_dir = run / "heads" / "staging"
     assert sorted(p.name for p in head_dir.iterdir()) == ["config.json", "model.safetensors",

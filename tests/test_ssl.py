@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from sleepfm.models import create_encoder
-from sleepfm.ssl import Objective, create_objective, list_objectives
+from sleepfm.ssl import ModalityObjective, Objective, create_objective, list_objectives
+from sleepfm.ssl.base import OBJECTIVES
+
+#: Objectives over one embedding per modality (the ModalityObjective contract: compute, pool,
+#: objective(embeddings, present)); the ViT-1D objectives are tested in test_ssl_vit.py.
+MODALITY_OBJECTIVES = [n for n in list_objectives() if issubclass(OBJECTIVES[n], ModalityObjective)]
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -122,7 +127,7 @@ def test_records_with_one_modality_contribute_nothing(name):
     torch.testing.assert_close(obj(extra_emb, extra_present), obj(emb, present))
 
 
-@pytest.mark.parametrize("name", list_objectives())
+@pytest.mark.parametrize("name", MODALITY_OBJECTIVES)
 def test_objective_contract(name):
     obj = create_objective(name)
     assert isinstance(obj, Objective) and obj.name == name
@@ -158,10 +163,17 @@ def test_objective_contract(name):
 
 
 def test_registry_and_options():
-    assert {"loo_contrastive", "pairwise_contrastive"} <= set(list_objectives())
+    assert list_objectives() == ["ar", "dino", "loo_contrastive", "mae", "pairwise_contrastive",
+                                 "simclr", "vqvae"]
     assert list_objectives("pair*") == ["pairwise_contrastive"]
-    with pytest.raises(ValueError, match="loo_contrastive"):
+    assert list_objectives("*contrastive") == ["loo_contrastive", "pairwise_contrastive"]
+    assert MODALITY_OBJECTIVES == ["loo_contrastive", "pairwise_contrastive"]
+    with pytest.raises(ValueError, match="ar, dino, loo_contrastive, mae, .*vqvae"):
         create_objective("simclr_v9")
+    with pytest.raises(ValueError, match="mask_ratio"):
+        create_objective("mae", mask_ratio=1.5)
+    with pytest.raises(ValueError, match="invalid options"):
+        create_objective("ar", temperature=0.1)
     with pytest.raises(ValueError, match="temperature"):
         create_objective("loo_contrastive", temperature=0)
     emb, present = batch()
@@ -169,7 +181,7 @@ def test_registry_and_options():
         create_objective("loo_contrastive")(emb, {"BAS": present["BAS"]})
 
 
-@pytest.mark.parametrize("name", list_objectives())
+@pytest.mark.parametrize("name", MODALITY_OBJECTIVES)
 def test_every_encoder_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     encoder = create_encoder("sleepfm_tiny").train()

@@ -326,6 +326,60 @@ def _auprc(t: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
+def _one_vs_rest(y_true, proba, binary_metric) -> float:
+    """Mean of ``binary_metric`` over the classes present in ``y_true``, one class against the
+    rest; a 2-column ``proba`` of 0/1 labels is scored on its positive column alone."""
+    t = _flat(y_true, "y_true")
+    p = np.concatenate([np.asarray(a, dtype=np.float64) for a in proba]) if _is_nights(proba) \
+        else np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != t.size:
+        raise LabelError(f"proba must be [n_epochs, n_classes] with one row per label ({t.size}), "
+                         f"got shape {p.shape}.")
+    bad = (t < -1) | (t >= p.shape[1])
+    if np.any(bad):
+        raise LabelError(f"label {t[bad][0]} has no column in proba ({p.shape[1]} classes).")
+    keep = t >= 0
+    t, p = t[keep], p[keep]
+    if not np.all(np.isfinite(p)):
+        raise LabelError("proba holds NaN or infinite values at scored epochs; fix the model output.")
+    classes = [1] if p.shape[1] == 2 else [c for c in range(p.shape[1]) if np.any(t == c)]
+    values = [binary_metric((t == c).astype(np.int64), p[:, c]) for c in classes]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def macro_auroc(y_true, proba) -> float:
+    """Macro one-vs-rest AUROC of class probabilities (``sklearn.metrics.roc_auc_score`` with
+    ``multi_class="ovr", average="macro"`` over the classes present; the positive class alone for
+    two classes).
+
+    Parameters
+    ----------
+    y_true : array-like of int, or list of per-night arrays
+        Classes ``0..C-1``; -1 is ignored.
+    proba : array-like [n_epochs, C], or list of per-night arrays
+        Class probabilities (or any scores, higher = more likely).
+
+    Returns
+    -------
+    float
+        NaN when no class can be scored (one class only).
+    """
+    return _one_vs_rest(y_true, proba, _auroc)
+
+
+def macro_auprc(y_true, proba) -> float:
+    """Macro one-vs-rest average precision (``sklearn.metrics.average_precision_score`` per
+    class, averaged over the classes present; the positive class alone for two classes).
+
+    Parameters
+    ----------
+    y_true, proba
+        As in :func:`macro_auroc`.
+    """
+    return _one_vs_rest(y_true, proba, _auprc)
+
+
 def binary_f1(y_true, scores, *, threshold: float = 0.5) -> float:
     """F1 of the positive class after thresholding (``sklearn.metrics.f1_score``).
 

@@ -56,6 +56,13 @@ def read_embeddings(path, *, level: str = "epoch", name: str = "fused") -> np.nd
         return f[key][()]
 
 
+def embedding_names(path, *, level: str = "night") -> list[str]:
+    """Names of the embeddings a file holds at ``level`` (``fused`` and the modalities the encoder
+    embeds apart; a ViT-1D embeds all leads at once, so ``fused`` only)."""
+    with h5py.File(path, "r") as f:
+        return sorted(f[level]) if level in f else []
+
+
 def read_embedding_attrs(path) -> dict:
     """The attributes of an embeddings file, JSON values decoded."""
     with h5py.File(path, "r") as f:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..channels import KIND_TO_MODALITY, MODALITIES, OSF_LEAD_KINDS, OSF_LEADS
 from ..checkpoint import key_mismatch
 from ..exceptions import InvalidParameterError, StoreError
+from ..utils import check_option
 from .factory import register_architecture, register_encoder
 
 __all__ = [
@@ -48,6 +49,10 @@ __all__ = [
     "osf_config",
     "vit1d_from_osf",
 ]
+
+
+#: Epoch embeddings a ViT-1D can return (:attr:`ViT1DConfig.pool`).
+POOLS: tuple[str, ...] = ("cls", "mean")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,6 +92,13 @@ class ViT1DConfig:
     dropout, attn_dropout, drop_path_rate : float, default=0.0
         Dropout on the embeddings and residual branches, on the attention weights, and the
         stochastic-depth rate of the last block (linear from 0 over the blocks); training only.
+    pool : {"cls", "mean"}, default="cls"
+        The epoch embedding :meth:`ViT1D.forward` returns: the CLS token (OSF) or the mean of the
+        patch tokens (objectives that never train the CLS token: MAE, AR).
+    causal : bool, default=False
+        Causal attention over time (autoregressive pre-training): a patch token attends to the
+        tokens of its own and earlier time patches, never to later ones nor to the CLS token;
+        the CLS token attends to every token.
 
     Notes
     -----
@@ -110,6 +122,8 @@ class ViT1DConfig:
     dropout: float = 0.0
     attn_dropout: float = 0.0
     drop_path_rate: float = 0.0
+    pool: str = "cls"
+    causal: bool = False
 
     def __post_init__(self) -> None:
         self._validate()
@@ -167,6 +181,9 @@ class ViT1DConfig:
                 f"patch_size_ch={self.patch_size_ch}.")
         if not self.sampling_rate > 0:
             raise InvalidParameterError(f"sampling_rate must be > 0, got {self.sampling_rate}.")
+        check_option("pool", self.pool, POOLS)
+        if not isinstance(self.causal, bool):
+            raise InvalidParameterError(f"causal must be true or false, got {self.causal!r}.")
         for name in ("dropout", "attn_dropout", "drop_path_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise InvalidParameterError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
@@ -205,11 +222,14 @@ class _Attention(nn.Module):
         self.proj = nn.Identity() if identity else nn.Linear(inner, config.width)
         self.proj_drop = nn.Identity() if identity else nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor | None = None) -> Tensor:
         b, n, _ = x.shape
         q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2)
                    for t in self.qkv(x).chunk(3, dim=-1))            # [B, heads, N, dim_head]
-        attn = (torch.matmul(q, k.transpose(-1, -2)) * self.scale).softmax(dim=-1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        if allowed is not None:                                      # [N, N] bool, True = attend
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        attn = scores.softmax(dim=-1)
         out = torch.matmul(self.attn_drop(attn), v).transpose(1, 2).reshape(b, n, -1)
         return self.proj_drop(self.proj(out))
 
@@ -236,8 +256,8 @@ class _Block(nn.Module):
         self.mlp = _Mlp(config)
         self.drop_path = _DropPath(drop_path)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.drop_path(self.attn(self.norm1(x))) + x
+    def forward(self, x: Tensor, allowed: Tensor | None = None) -> Tensor:
+        x = self.drop_path(self.attn(self.norm1(x), allowed)) + x
         return self.drop_path(self.mlp(self.norm2(x))) + x
 
 
@@ -334,15 +354,75 @@ class ViT1D(nn.Module):
             x = self.patch_embed(x)                                       # [B, D, Nt]
         return x.transpose(1, 2)
 
-    def forward_features(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """All normalised tokens ``[B, 1 + num_patches, D]``, CLS first; arguments as
-        :meth:`forward_encoding`."""
+    def forward_features(self, x: Tensor, mask: Tensor | None = None, *,
+                         keep: Tensor | None = None) -> Tensor:
+        """All normalised tokens ``[B, 1 + num_patches, D]``, CLS first.
+
+        Parameters
+        ----------
+        x, mask
+            As :meth:`forward_encoding`.
+        keep : Tensor, optional
+            ``[B, K]`` long indices of the patch tokens that enter the transformer (each with
+            its own positional embedding); the others are dropped, as masked autoencoders do.
+            The output is then ``[B, 1 + K]``, CLS first, in the order of ``keep``. Not with
+            ``causal=True``.
+        """
         tokens = self.patchify(x, mask)
-        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        x = self.embed_drop(x + self.pos_embed)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        if keep is None:
+            x = torch.cat([cls, tokens], dim=1)
+            x = self.embed_drop(x + self.pos_embed)
+        else:
+            if self.config.causal:
+                raise InvalidParameterError("keep (dropped tokens) cannot be combined with "
+                                            "causal attention.")
+            tokens = tokens + self.pos_embed[:, 1:]
+            index = keep[:, :, None].expand(-1, -1, tokens.shape[-1])
+            x = torch.cat([cls + self.pos_embed[:, :1], tokens.gather(1, index)], dim=1)
+            x = self.embed_drop(x)
+        allowed = self.causal_mask(x.device) if self.config.causal else None
         for block in self.blocks:
-            x = block(x)
+            x = block(x, allowed)
         return self.norm(x)
+
+    @property
+    def token_times(self) -> Tensor:
+        """``[num_patches]`` time-patch index of each patch token (lead group major order)."""
+        return torch.arange(self.config.num_patches) % self.config.num_patches_time
+
+    def causal_mask(self, device=None) -> Tensor:
+        """``[1 + N, 1 + N]`` bool, True where attention is allowed with ``causal=True``: a patch
+        token sees the tokens of its own and earlier time patches; CLS sees every token."""
+        t = self.token_times.to(device)
+        allowed = torch.ones(1 + len(t), 1 + len(t), dtype=torch.bool, device=device)
+        allowed[1:, 1:] = t[None, :] <= t[:, None]
+        allowed[1:, 0] = False
+        return allowed
+
+    def patch_values(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The raw samples under each patch token, the targets of reconstruction objectives.
+
+        Returns
+        -------
+        values : Tensor
+            ``[B, num_patches, P]`` with ``P = leads per patch × patch_size_time``, in token order.
+        present : Tensor
+            ``[B, num_patches, P]`` bool: the sample belongs to a present lead.
+        """
+        c = self.config
+        x = self._check_inputs(x, mask)
+        present = (mask if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool,
+                                                               device=x.device))
+        present = present[:, :, None].expand_as(x)
+        groups = c.num_leads // c.patch_size_ch if c.lead_wise else 1
+        per = c.num_leads // groups
+
+        def split(t: Tensor) -> Tensor:
+            t = t.reshape(t.shape[0], groups, per, c.num_patches_time, c.patch_size_time)
+            return t.permute(0, 1, 3, 2, 4).reshape(t.shape[0], c.num_patches, -1)
+
+        return split(torch.where(present, x, 0.0)), split(present)
 
     def forward_encoding(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Encode epochs into the CLS embedding and the patch embeddings.
@@ -371,8 +451,10 @@ class ViT1D(nn.Module):
         return x[:, 0], x[:, 1:]
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """The CLS embedding ``[B, D]`` (see :meth:`forward_encoding`)."""
-        return self.forward_features(x, mask)[:, 0]
+        """The epoch embedding ``[B, D]``: the CLS token, or the mean of the patch tokens with
+        ``pool="mean"`` (arguments as :meth:`forward_encoding`)."""
+        x = self.forward_features(x, mask)
+        return x[:, 0] if self.config.pool == "cls" else x[:, 1:].mean(dim=1)
 
     def _check_inputs(self, x: Tensor, mask: Tensor | None) -> Tensor:
         c = self.config

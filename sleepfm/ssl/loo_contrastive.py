@@ -7,13 +7,13 @@ import torch
 from torch import Tensor
 
 from ..exceptions import InvalidParameterError
-from .base import Objective, masked_info_nce, register_objective, stack_modalities
+from .base import ModalityObjective, masked_info_nce, register_objective, stack_modalities
 
 __all__ = ["LeaveOneOutContrastive"]
 
 
 @register_objective("loo_contrastive")
-class LeaveOneOutContrastive(Objective):
+class LeaveOneOutContrastive(ModalityObjective):
     """Each modality against the mean of the other modalities, InfoNCE over the batch.
 
     For record ``k`` and modality ``i`` let ``z_i^k`` be the L2-normalised embedding and

@@ -8,13 +8,13 @@ import torch
 from torch import Tensor
 
 from ..exceptions import InvalidParameterError
-from .base import Objective, masked_info_nce, register_objective, stack_modalities
+from .base import ModalityObjective, masked_info_nce, register_objective, stack_modalities
 
 __all__ = ["PairwiseContrastive"]
 
 
 @register_objective("pairwise_contrastive")
-class PairwiseContrastive(Objective):
+class PairwiseContrastive(ModalityObjective):
     """Symmetric InfoNCE (CLIP) between every pair of modalities.
 
     For each pair ``(i, j)`` the records where both are present form the batch: ``z_i^k`` must

@@ -19,14 +19,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..artifacts import load_encoder
-from ..channels import MODALITIES
+from ..channels import KIND_TO_MODALITY, MODALITIES, OSF_LEAD_KINDS, OSF_LEADS
 from ..checkpoint import artifact_id
 from ..config import EmbedConfig, load_config
 from ..data import CoverWindows
+from ..exceptions import InvalidParameterError
 from ..io.embeddings import read_embedding_attrs, write_embeddings
+from ..lead_epochs import n_epochs, read_lead_epochs, record_leads
+from ..models import ViT1D
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
+from ..vocab import EPOCH_S, WINDOW_S
 from .cluster import executor
 
 logger = logging.getLogger(__name__)
@@ -81,7 +85,11 @@ def embed_records(run: RunDir, readers, encoder, config: EmbedConfig, attrs: dic
                   progress: bool = False) -> Iterator[str]:
     """Embed whole records with ``encoder`` and write their files; yields each record id when its
     file is written. Windows are batched within a record (:class:`~sleepfm.data.CoverWindows`),
-    so the result is the same however the records are grouped."""
+    so the result is the same however the records are grouped. A ViT-1D encoder embeds each 30 s
+    epoch of the OSF leads instead (:func:`embed_lead_records`)."""
+    if isinstance(encoder, ViT1D):
+        yield from embed_lead_records(run, readers, encoder, config, attrs, progress=progress)
+        return
     cfg = encoder.config
     token_s, window_s = cfg.token_seconds, cfg.context_tokens * cfg.token_seconds
     dataset = CoverWindows(readers, window_s=window_s, token_s=token_s, modalities=cfg.modalities)
@@ -118,6 +126,46 @@ def embed_records(run: RunDir, readers, encoder, config: EmbedConfig, attrs: dic
                     del accs[w.record]
                     yield reader.record_id
             bar.update(len(batch["index"]))
+
+
+def embed_lead_records(run: RunDir, readers, encoder: ViT1D, config: EmbedConfig, attrs: dict,
+                       *, progress: bool = False) -> Iterator[str]:
+    """Embed every 30 s epoch of each record with a ViT-1D (OSF leads, masked where absent) and
+    write the ``fused`` epoch, window (5 min) and night embeddings; yields each record id when its
+    file is written. ``config.batch_size`` epochs of one record are read and encoded at a time."""
+    cfg = encoder.config
+    cmap = run.channel_map()
+    per_window = int(round(WINDOW_S / EPOCH_S))
+    attrs = {**attrs, "epoch_s": EPOCH_S, "window_s": WINDOW_S, "encoder_config": cfg.to_dict()}
+    autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
+                else contextlib.nullcontext())
+    total = sum(n_epochs(r) for r in readers)
+    with torch.inference_mode(), progress_bar(total, "embed", "epoch", progress) as bar:
+        for reader in readers:
+            layout = record_leads(reader, channel_map=cmap)
+            mask = torch.from_numpy(layout.present).to(config.device)
+            count = n_epochs(reader)
+            out = np.zeros((count, cfg.width), dtype=np.float32)
+            for first in range(0, count, config.batch_size):
+                n = min(config.batch_size, count - first)
+                x = read_lead_epochs(reader, layout, first, n, rate=cfg.sampling_rate,
+                                     samples=cfg.seq_len)
+                with autocast:
+                    emb = encoder(torch.from_numpy(x).to(config.device), mask.expand(n, -1))
+                out[first:first + n] = emb.float().cpu().numpy()
+                bar.update(n)
+            parts = summarise_tokens(out, tokens_per_epoch=1, tokens_per_window=per_window)
+            present = [m for m in cfg.modalities if any(
+                KIND_TO_MODALITY[OSF_LEAD_KINDS[lead]] == m and slot is not None
+                for lead, slot in zip(OSF_LEADS, layout.slots))]
+            write_embeddings(run.embedding_file(reader.record_id),
+                             {level: {"fused": arr} for level, arr in parts.items()}, {
+                                 "record_id": reader.record_id, "modalities": present, **attrs,
+                                 "leads": layout.describe(), "lead_substitutes": layout.substitutes,
+                                 "store_fingerprint": reader.fingerprint,
+                                 "fingerprint": fingerprint(reader.fingerprint,
+                                                            attrs["checkpoint_id"])})
+            yield reader.record_id
 
 
 # Encoders loaded by this worker process of a cluster, by (artefact, checksum, device).
@@ -177,8 +225,14 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
         encoder, record = load_encoder(ckpt_dir, device=config.device)
         cfg = encoder.config
         ckpt_id = artifact_id(record)
-        token_s = cfg.token_seconds
-        store.check_sample_rate(cfg.sampling_rate)
+        vit = isinstance(encoder, ViT1D)
+        if vit and config.keep_tokens:
+            raise InvalidParameterError("a ViT-1D encoder has no 5 s tokens (its finest "
+                                        "embedding is the 30 s epoch); drop --tokens.")
+        shortest = EPOCH_S if vit else cfg.token_seconds
+        if not vit:
+            store.check_sample_rate(cfg.sampling_rate)
+        cmap = run.channel_map()
         run.embeddings_dir.mkdir(parents=True, exist_ok=True)
         status: dict[str, str] = {}
         readers, out_of_date = [], set()
@@ -192,11 +246,14 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
                     status[rid] = "skipped"
                     continue
                 out_of_date.add(rid)
-            if not any(m in reader.channels for m in cfg.modalities):
+            if vit and not record_leads(reader, channel_map=cmap).present.any():
+                status[rid] = (f"no channel fills an OSF lead {list(OSF_LEADS)} (record has "
+                               f"{reader.channels})")
+            elif not vit and not any(m in reader.channels for m in cfg.modalities):
                 status[rid] = (f"no channel of the encoder's modalities {list(cfg.modalities)} "
                                f"(record has {reader.modalities})")
-            elif reader.duration_s < token_s:
-                status[rid] = f"shorter than one {token_s:g} s token"
+            elif reader.duration_s < shortest:
+                status[rid] = f"shorter than one {shortest:g} s {'epoch' if vit else 'token'}"
             else:
                 readers.append(reader)
                 continue

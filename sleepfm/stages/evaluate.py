@@ -36,7 +36,7 @@ from ..splits import read_split
 from ..utils import check_option, write_text_atomic
 from ..vocab import SEVERITY_NAMES, TASKS, ahi_severity
 from .evaluate_disease import evaluate_disease
-from .inference import check_encoder, check_inputs, head_outputs
+from .inference import check_encoder, check_inputs, head_features, head_outputs, spectral_kinds
 from .task_data import TaskData, load_task_data
 
 logger = logging.getLogger(__name__)
@@ -132,14 +132,17 @@ def evaluate(run_dir, task: str = "staging", config: EvaluateConfig | str | None
         if not test_ids:
             raise StoreError(f"{run.split_file(task)}: the split has no test records.")
         finetuned = record["mode"] == "finetune"
+        features = head_features(record)
         data = load_task_data(run, task, embedding=record["embedding"], scheme=record["scheme"],
-                              record_ids=test_ids, with_embeddings=not finetuned)
-        if not finetuned:
+                              record_ids=test_ids, with_embeddings=not finetuned,
+                              features=features, spectral_kinds=spectral_kinds(record))
+        if not finetuned and features != "spectral":
             check_encoder(record, data.checkpoint_id, run.embeddings_dir)
         check_inputs(run, record)
         out = head_outputs(heads, record, X=data.X, store=None if not finetuned else run.store(),
                            record_ids=data.record_ids)
-        base = {"task": task, "mode": record["mode"], "head": str(run.head_dir(task)),
+        base = {"task": task, "mode": record["mode"], "features": features,
+                "head": str(run.head_dir(task)),
                 "head_id": artifact_id(record),
                 "embedding": record["embedding"], "encoder_checkpoint": record["encoder_checkpoint"],
                 "n_boot": config.n_boot, "test_records": data.record_ids, "n_test_nights": len(data),

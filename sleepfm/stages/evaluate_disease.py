@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..artifacts import load_heads
+from ..channels import MODALITIES
 from ..checkpoint import artifact_id
 from ..config import DiseaseEvaluateConfig, load_config
 from ..eval.comparison import paired_difference
@@ -40,6 +41,7 @@ from ..eval.fairness import age_bands, subgroup_report
 from ..eval.reports import Report
 from ..eval.survival import km_by_quartile, survival_report
 from ..exceptions import InvalidParameterError, StoreError
+from ..io.embeddings import embedding_names
 from ..rundir import RunDir
 from ..splits import read_split
 from ..utils import write_text_atomic
@@ -236,13 +238,23 @@ def evaluate_disease(run_dir, config: DiseaseEvaluateConfig | str | None = None,
         fairness, enrichment, candidates = _fairness_enrichment(data, test, risks, demo, config,
                                                                 shared, reports)
         attribution = attribution_risks = pd.DataFrame()
+        attribution_note = None
         if config.attribution and record["mode"] != "demographics" \
                 and record["embedding"] == "fused":
-            attribution, attribution_risks = modality_attribution(
-                run, data, heads["disease"], record, test, **{k: v for k, v in shared.items()
-                                                              if k != "groups"})
+            first = run.embedding_file(data.record_ids[test[0]])
+            if set(embedding_names(first)) & set(MODALITIES):
+                attribution, attribution_risks = modality_attribution(
+                    run, data, heads["disease"], record, test,
+                    **{k: v for k, v in shared.items() if k != "groups"})
+            else:
+                attribution_note = (
+                    "no per-modality attribution: the embeddings hold no per-modality part (a "
+                    "ViT-1D backbone embeds all leads at once); compare lead conditions with "
+                    "`sleepfm bench --conditions` instead")
+                logger.warning(attribution_note)
         metrics = {
             "task": "disease", "mode": record["mode"], "head": str(run.head_dir("disease")),
+            "attribution_note": attribution_note,
             "head_id": artifact_id(record), "embedding": record["embedding"],
             "level": record["level"], "encoder_checkpoint": record["encoder_checkpoint"],
             "phenotypes": data.phenotypes, "names": data.names, "horizon": config.horizon,

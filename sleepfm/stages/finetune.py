@@ -7,15 +7,24 @@ an artefact (:func:`sleepfm.artifacts.save_heads`).
 
 Modes
 -----
+``auto``      (the default) staging: the head and input with the best validation macro-F1
+              among the ``candidates`` (linear probe, MLP, LSTM) on each available input
+              (embeddings, spectral features, both); in a small cohort by cross-validation over
+              the training subjects (:mod:`sleepfm.stages.head_select`). Events: the LSTM head.
 ``lstm``      :class:`~sleepfm.models.heads.StagingHead` (SleepFM's 2-layer LSTM over the night)
-              on frozen embeddings.
-``linear``    :class:`~sleepfm.models.heads.LinearProbe` on frozen embeddings.
+              on frozen inputs.
+``linear``    :class:`~sleepfm.models.heads.LinearProbe` on frozen inputs.
+``mlp``       :class:`~sleepfm.models.heads.MLPHead` on frozen inputs.
 ``fewshot``   the LSTM head trained on ``shots`` nights (``shot_unit="nights"``) or ``shots``
               labelled epochs per class (``shot_unit="epochs"``).
 ``finetune``  the whole encoder, unfrozen, from the HDF5 store: encoder → 30 s epoch pooling →
               LSTM over the 10 epochs of each 5-minute window, started from the run's encoder
               (:class:`~sleepfm.train.StagingFinetuneModule`, Lightning). Staging only. The
               fine-tuned encoder is saved inside the head (``heads/staging/encoder/``).
+
+Inputs (``features``): the encoder's epoch embeddings, spectral features of the store records
+(:mod:`sleepfm.spectral`; no encoder needed), or both side by side. With ``epochs`` unset a
+staging head trains for at least ``min_steps`` optimiser steps.
 
 The events task predicts, per epoch, apnea/hypopnea, arousal and desaturation
 (:class:`~sleepfm.models.heads.EventHead`), a sleep/wake probe for the hours of sleep, and per
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 
 import lightning as L
 import numpy as np
@@ -36,8 +46,10 @@ from ..artifacts import load_encoder, save_heads
 from ..config import FinetuneConfig, load_config
 from ..checkpoint import artifact_id
 from ..data import EpochShuffle, LabelledWindows
-from ..exceptions import LabelError
-from ..models.heads import AHIRegressor, EventHead, LinearProbe, StagingHead, WindowStagingNet
+from ..exceptions import ConvergenceWarning, InvalidParameterError, LabelError
+from ..models import SleepFMEncoder
+from ..models.heads import (AHIRegressor, EventHead, LinearProbe, WindowStagingNet,
+                             balanced_class_weights)
 from ..rundir import RunDir
 from ..splits import (check_split, few_shot, few_shot_epochs, label_fraction, make_split,
                       read_split, write_split)
@@ -45,7 +57,9 @@ from ..train import StagingFinetuneModule
 from ..utils import verbose_scope
 from ..vocab import EVENT_NAMES, SCHEMES
 from .disease import finetune_disease
+from .features import common_kinds, spectral_info
 from .head_result import FinetuneResult
+from .head_select import build_staging_head, select_staging_head
 from .resume import AtomicCheckpoint, RNGState, read_metrics, record_settings, resumable
 from .task_data import TaskData, current_inputs, load_task_data
 
@@ -59,16 +73,48 @@ def _head_options(config: FinetuneConfig, keys=("epochs", "lr")) -> dict:
     return opts
 
 
-def _staging_head(config: FinetuneConfig, n_classes: int):
-    if config.mode == "linear":
-        return LinearProbe(n_classes=n_classes, **_head_options(config))
-    return StagingHead(n_classes=n_classes, bidirectional=config.bidirectional,
-                       **_head_options(config, ("epochs", "lr", "hidden")))
+def _feature_sets(run: RunDir, task: str, config: FinetuneConfig) -> list[str]:
+    """The inputs to train on: the one ``config.features`` names, or with ``features="auto"``
+    every available one (``mode="auto"``, staging) or the embeddings (else the spectral
+    features when the run has no embeddings)."""
+    if config.mode == "finetune":
+        return ["embedding"]
+    if config.features != "auto":
+        return [config.features]
+    has_emb = run.embeddings_dir.is_dir() and any(run.embeddings_dir.glob("*.h5"))
+    has_store = run.hdf5_dir.is_dir() and bool(run.store().record_ids)
+    if has_store and (config.mode == "auto" and task == "staging" or not has_emb):
+        try:
+            common_kinds(run.store())
+        except InvalidParameterError as err:
+            logger.warning("no spectral features: %s", err)
+            has_store = False
+    if has_store and not has_emb:
+        logger.warning("%s: no embeddings (run `sleepfm embed --run %s` to add them); the head "
+                       "takes spectral features of the store alone", run.path, run.path)
+    if config.mode == "auto" and task == "staging":
+        sets = ["embedding"] * has_emb + ["spectral"] * has_store + ["both"] * (has_emb and
+                                                                              has_store)
+        return sets or ["embedding"]  # loading says what is missing
+    return ["embedding" if has_emb or not has_store else "spectral"]
+
+
+def _check_encoder_trained(run: RunDir, features: str) -> bool | None:
+    """Warn when the head takes embeddings of an encoder whose pre-training did not beat an
+    untrained one (what ``sleepfm pretrain`` records); returns that record."""
+    beat = run.stage_info("pretrain").get("beat_untrained") if run.run_json.is_file() else None
+    if beat is False and features != "spectral":
+        warnings.warn(
+            f"{run.encoder_dir}: pre-training did not beat an untrained encoder (run.json), so "
+            f"the embeddings this head takes (features={features!r}) may be no better than "
+            "random; use --mode auto or --features spectral, or pre-train on more nights.",
+            ConvergenceWarning, stacklevel=3)
+    return beat
 
 
 def _fit_events(data: TaskData, train: list[int], val: list[int], config: FinetuneConfig):
     """Event head, sleep/wake probe and AHI calibration on the training (+ validation) nights."""
-    head = EventHead(events=EVENT_NAMES, arch="mlp" if config.mode == "linear" else "lstm",
+    head = EventHead(events=EVENT_NAMES, arch="mlp" if config.mode in ("linear", "mlp") else "lstm",
                      bidirectional=config.bidirectional,
                      **_head_options(config, ("epochs", "hidden", "lr")))
     X_train = [data.X[i] for i in train]
@@ -107,6 +153,12 @@ def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[i
     split or another encoder start again from the encoder.
     """
     encoder, record = load_encoder(run.encoder_dir)
+    if not isinstance(encoder, SleepFMEncoder):
+        raise InvalidParameterError(
+            f"mode 'finetune' trains the SleepFM encoder end to end over 5-minute windows; the "
+            f"run's encoder is a {type(encoder).__name__}. Train a head on its embeddings "
+            "(--mode auto, linear, mlp or lstm), or compare full fine-tuning of ViT-1D "
+            "backbones with `sleepfm bench --settings finetune`.")
     encoder.train()
     cfg = encoder.config
     window_s = cfg.context_tokens * cfg.token_seconds
@@ -124,9 +176,7 @@ def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[i
         raise LabelError(f"no training record is at least {window_s:g} s long with labels; "
                          "full fine-tuning needs whole 5-minute windows.")
     y_train = np.concatenate([data.y[i] for i in train])
-    counts = np.bincount(y_train[y_train >= 0], minlength=n_classes)
-    weight = np.where(counts > 0, counts.sum() / (max((counts > 0).sum(), 1) * np.maximum(counts, 1)),
-                      0.0)
+    weight = balanced_class_weights(np.bincount(y_train[y_train >= 0], minlength=n_classes))
     module = StagingFinetuneModule(net, lr=config.lr or 1e-4, class_weight=weight)
 
     def loader(dataset, shuffle):
@@ -200,13 +250,27 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
         Missing or mismatched label files (see :func:`~sleepfm.stages.task_data.load_task_data`),
         too few subjects.
     StoreError
-        No embeddings or no encoder (``finetune`` mode).
+        No embeddings (a head on embeddings), no store (spectral features) or no encoder
+        (``finetune`` mode).
+    ChannelError
+        A record lacks a channel kind the spectral features of the other records describe.
     InvalidParameterError
         Settings that do not fit together or the task.
 
+    Notes
+    -----
+    With the defaults (``mode="auto"``, ``features="auto"``) a staging head is chosen by
+    validation among linear, MLP and LSTM heads on the embeddings, on spectral features of the
+    store and on both (``info["selection"]`` holds every candidate's score); a run without
+    embeddings gets a head on spectral features alone, so ``preprocess → finetune`` works
+    without pre-training.
+
     Examples
     --------
-    >>> result = finetune("runs/demo", "staging", mode="lstm")
+    >>> result = finetune("runs/demo", "staging")
+    >>> result.info["selection"]["chosen"]
+    'mlp+spectral'
+    >>> result = finetune("runs/demo", "staging", mode="lstm", features="embedding")
     >>> result.directory
     PosixPath('runs/demo/heads/staging')
     """
@@ -217,8 +281,10 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
     run = RunDir(run_dir)
     with verbose_scope(verbose), run.lock(f"finetune {task}"):
         end_to_end = task == "staging" and config.mode == "finetune"
+        feature_sets = _feature_sets(run, task, config)
+        loaded = "both" if len(feature_sets) > 1 else feature_sets[0]
         data = load_task_data(run, task, embedding=config.embedding, scheme=config.scheme,
-                              skip_unlabelled=config.skip_unlabelled,
+                              skip_unlabelled=config.skip_unlabelled, features=loaded,
                               with_embeddings=not end_to_end or run.embeddings_dir.is_dir())
         if split is None:
             split = make_split(data.record_ids, data.subjects, test_size=config.test_size,
@@ -242,32 +308,58 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
             train = list(label_fraction(train, subjects, config.label_fraction, seed=config.seed))
             y_train = [data.y[i] for i in train]
         n_classes = len(SCHEMES[config.scheme])
+        features, selection = feature_sets[0], None
         if end_to_end:
             net, history = _finetune_encoder(run, data, train, val, config, n_classes)
             components = {"window": net}
             val_score = history[-1].get("val_score") if history else None
+        elif task == "staging" and config.mode == "auto":
+            head, selection, train = select_staging_head(data, train, val, config, n_classes,
+                                                         feature_sets)
+            features = selection.features
+            components = {"staging": head}
+            history = head.history_
+            # the validation nights' macro-F1, else the cross-validated one
+            val_score = (head.score(data.select(features, val), [data.y[i] for i in val]) if val
+                         else selection.scores.get(selection.chosen, {}).get("macro_f1"))
         elif task == "staging":
-            X_val = [data.X[i] for i in val] or None
+            X_val = data.select(features, val) or None
             y_val = [data.y[i] for i in val] or None
-            head = _staging_head(config, n_classes).fit([data.X[i] for i in train], y_train,
-                                                        X_val=X_val, y_val=y_val)
+            kind = config.mode if config.mode in ("linear", "mlp") else "lstm"
+            head = build_staging_head(kind, config, n_classes, [len(y) for y in y_train])
+            head.fit(data.select(features, train), y_train, X_val=X_val, y_val=y_val)
             components = {"staging": head}
             history = head.history_
             val_score = head.score(X_val, y_val) if X_val is not None else None
         else:
+            data.X = data.select(features)
             components, history, val_score = _fit_events(data, train, val, config)
+        beat_untrained = None if end_to_end else _check_encoder_trained(run, features)
         used = [data.record_ids[i] for i in train + val]  # what the head learnt from
+        kinds = list(data.spectral_kinds) if features != "embedding" else []
+        if end_to_end:
+            inputs = current_inputs(run, task, used, with_embeddings=False)
+        elif features == loaded:
+            inputs = {r: data.inputs[r] for r in used}
+        else:
+            inputs = current_inputs(run, task, used, features=features, spectral_kinds=kinds)
         info = {
             "task": task, "mode": config.mode, "scheme": config.scheme,
             "classes": list(SCHEMES[config.scheme]) if task == "staging" else list(EVENT_NAMES),
             "embedding": config.embedding,
-            "encoder_checkpoint": {"path": str(run.encoder_dir), "id": data.checkpoint_id},
+            "features": features,
+            "spectral": spectral_info(kinds) if kinds else None,
+            "n_features": None if end_to_end else int(components.get(
+                "staging", components.get("events")).n_features_in_),
+            "selection": selection.to_dict() if selection is not None else None,
+            "encoder_checkpoint": {"path": str(run.encoder_dir),
+                                   "id": data.checkpoint_id if features != "spectral" else ""},
+            "encoder_beat_untrained": beat_untrained,
             "config": config.to_dict(),
             "split": {"file": run.split_file(task).name, "seed": split.get("seed"),
                       **{p: len(split[p]) for p in ("train", "val", "test")}},
             "train_records": [data.record_ids[i] for i in train],
-            "inputs": (current_inputs(run, task, used, with_embeddings=False) if end_to_end
-                       else {r: data.inputs[r] for r in used}),
+            "inputs": inputs,
             "n_train_subjects": len(set(subjects[train])),
             "skipped": data.skipped,
             "training_curve": history,
@@ -281,9 +373,14 @@ def finetune(run_dir, task: str = "staging", config: FinetuneConfig | str | None
             run.finetune_checkpoint.unlink(missing_ok=True)
             run.finetune_settings.unlink(missing_ok=True)
         run.record_stage(f"finetune_{task}", {
-            "head": str(out_dir), "mode": config.mode, "config": config.to_dict(),
-            "train_records": info["train_records"], "test_records": split["test"],
-            "val_score": val_score, "skipped": data.skipped})
-        logger.info("%s head (%s) saved to %s", task, config.mode, out_dir)
+            "head": str(out_dir), "mode": config.mode, "features": features,
+            "config": config.to_dict(), "train_records": info["train_records"],
+            "test_records": split["test"], "val_score": val_score, "skipped": data.skipped,
+            "selection": None if selection is None else {
+                "chosen": selection.chosen, "method": selection.method,
+                "folds": selection.folds,
+                "macro_f1": {k: v["macro_f1"] for k, v in selection.scores.items()}}})
+        logger.info("%s head (%s%s, features %s) saved to %s", task, config.mode,
+                    f": {selection.chosen}" if selection else "", features, out_dir)
         return FinetuneResult(task, config.mode, out_dir, components, split, info["train_records"],
                               val_score, info)

@@ -1,9 +1,10 @@
 """``sleepfm predict EDF --run RUN_DIR --out hyp.csv``: stage a new recording with a trained run.
 
 The EDF is preprocessed with the run's preprocessing settings (``run.json``) into a temporary run
-directory, embedded with the run's encoder, and staged by the run's staging head. The output is
-SleepFM's hypnogram CSV (``Start,Stop,StageName,StageNumber``, one row per whole 30 s epoch of the
-recording) plus a probability column per stage.
+directory, embedded with the run's encoder (unless the head takes spectral features alone), its
+spectral features computed when the head takes them, and staged by the run's staging head. The
+output is SleepFM's hypnogram CSV (``Start,Stop,StageName,StageNumber``, one row per whole 30 s
+epoch of the recording) plus a probability column per stage.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..artifacts import load_heads
@@ -23,7 +25,8 @@ from ..io.labels import Hypnogram
 from ..rundir import RunDir
 from ..utils import write_text_atomic
 from .embed import embed
-from .inference import check_encoder, head_outputs
+from .features import record_spectral_features
+from .inference import check_encoder, head_features, head_outputs, spectral_kinds
 from .preprocess import preprocess_record
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,9 @@ def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = No
     ------
     StoreError
         The run lacks an encoder or a staging head, or the head was trained on another encoder.
+    ChannelError
+        The head takes spectral features of a channel kind (EEG, EOG, chin EMG) the recording
+        lacks.
     SleepFMError
         The recording cannot be preprocessed (the message says why).
 
@@ -88,7 +94,8 @@ def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = No
     run.head_record("staging")
     heads, record = load_heads(run.head_dir("staging"))
     finetuned = record["mode"] == "finetune"
-    if not finetuned:
+    features, kinds = head_features(record), spectral_kinds(record)
+    if not finetuned and features != "spectral":
         check_encoder(record, run.encoder_id(), run.encoder_dir)
     tmp = RunDir(tempfile.mkdtemp(prefix="sleepfm-predict-", dir=work_dir))
     try:
@@ -97,11 +104,19 @@ def predict(edf_path, run_dir, out=None, config: PredictConfig | str | None = No
         if finetuned:
             outputs = head_outputs(heads, record, store=tmp.store(), record_ids=[rid])
         else:
-            status = embed(tmp, checkpoint=run.encoder_dir)
-            if status.get(rid) != "ok":
-                raise SleepFMError(f"{edf_path.name}: could not be embedded: {status.get(rid)}")
-            X = read_embeddings(tmp.embedding_file(rid), name=record["embedding"])
-            outputs = head_outputs(heads, record, X=[X])
+            parts = []
+            if features != "spectral":
+                status = embed(tmp, checkpoint=run.encoder_dir)
+                if status.get(rid) != "ok":
+                    raise SleepFMError(f"{edf_path.name}: could not be embedded: "
+                                       f"{status.get(rid)}")
+                parts.append(read_embeddings(tmp.embedding_file(rid), name=record["embedding"]))
+            if kinds:
+                n = len(parts[0]) if parts else None
+                parts.append(record_spectral_features(
+                    tmp.store().open(rid), kinds, n_epochs=n,
+                    where=f"the staging head of {run.path}"))
+            outputs = head_outputs(heads, record, X=[np.hstack(parts)])
     finally:
         if config.keep_work_dir:
             logger.info("work directory kept: %s", tmp.path)

@@ -16,7 +16,8 @@ and restored with :func:`head_from_state`; nothing is pickled.
 from torch import nn
 
 from .ahi import AHIRegressor, expected_event_rate
-from .base import HEADS, STATE_VERSION, BaseHead, create_head, list_heads, register_head
+from .base import (HEADS, STATE_VERSION, BaseHead, balanced_class_weights, create_head, list_heads,
+                   register_head)
 from .cox import CoxHead
 from .events import EventHead
 from .nets import EpochMLP, LSTMStagingNet, WindowStagingNet
@@ -51,6 +52,7 @@ __all__ = [
     "STATE_VERSION",
     "StagingHead",
     "WindowStagingNet",
+    "balanced_class_weights",
     "create_head",
     "expected_event_rate",
     "head_from_state",

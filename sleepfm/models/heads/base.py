@@ -53,6 +53,16 @@ def create_head(name: str, **params) -> "BaseHead":
     return HEADS.create(name, **params)
 
 
+def balanced_class_weights(counts) -> np.ndarray:
+    """Loss weight per class from its count of labelled epochs: ``n / (n_present * n_c)``, 0 for
+    a class without any (scikit-learn's "balanced" over the classes present)."""
+    counts = np.asarray(counts, dtype=float)
+    present = counts > 0
+    weights = np.zeros(counts.shape)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
+
+
 def check_device(device) -> None:
     """Raise unless ``device`` names a torch device ('cpu', 'cuda', 'cuda:1', ...)."""
     try:
@@ -113,6 +123,11 @@ class BaseHead(BaseEstimator):
 
     def _score_proba(self, proba: list[np.ndarray], targets: list[np.ndarray]) -> float:
         raise NotImplementedError
+
+    def _lr_schedule(self, optimizer: torch.optim.Optimizer, n_samples: int):
+        """A scheduler stepped after every optimiser step, or None for a constant rate;
+        ``n_samples`` is the number of training epochs (rows)."""
+        return None
 
     def _decide(self, proba: np.ndarray) -> np.ndarray:
         """Predictions of one night from its probabilities."""
@@ -242,6 +257,7 @@ class BaseHead(BaseEstimator):
             network = self._build_network(self.n_features_in_).to(device)
             optimizer = torch.optim.AdamW(network.parameters(), lr=self.lr,
                                           weight_decay=self.weight_decay)
+            scheduler = self._lr_schedule(optimizer, int(x_all.shape[0]))
             history, best, best_state, best_epoch, stale = [], -math.inf, None, 0, 0
             for epoch in range(self.epochs):
                 network.train()
@@ -259,6 +275,8 @@ class BaseHead(BaseEstimator):
                     loss.backward()
                     nn.utils.clip_grad_norm_(network.parameters(), 1.0)
                     optimizer.step()
+                    if scheduler is not None:
+                        scheduler.step()
                     total += loss.item()
                     n_batches += 1
                 record = {"epoch": epoch, "loss": total / max(n_batches, 1)}

@@ -6,14 +6,17 @@ grouping); -1 marks an unscored epoch and is ignored by the loss and by the clas
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ...eval.metrics import macro_f1
+from ...eval.metrics import macro_auroc, macro_f1
 from ...exceptions import InvalidParameterError, LabelError
-from .base import BaseHead, _check_positive, register_head
+from ...utils import check_option
+from .base import BaseHead, _check_positive, balanced_class_weights, register_head
 from .nets import EpochMLP, LSTMStagingNet
 
 
@@ -94,9 +97,7 @@ class _StageClassifier(BaseHead):
                 counts = np.bincount(targets[targets >= 0], minlength=self.n_classes).astype(float)
             else:
                 counts = np.nansum(targets, axis=0).astype(float)
-            present = counts > 0
-            weights = np.zeros(self.n_classes)
-            weights[present] = counts.sum() / (present.sum() * counts[present])
+            weights = balanced_class_weights(counts)
         else:
             weights = np.asarray(self.class_weight, dtype=float)
         self.class_weight_ = None if weights is None else weights.astype(np.float32)
@@ -127,6 +128,10 @@ class _StageClassifier(BaseHead):
         y = [t if t.ndim == 1 else
              np.where(np.isnan(t).any(axis=1), -1, np.nan_to_num(t).argmax(axis=1))
              for t in targets]
+        return self._validation_metric(y, proba)
+
+    def _validation_metric(self, y: list[np.ndarray], proba: list[np.ndarray]) -> float:
+        """The validation score that picks the epoch to keep: macro-F1."""
         return macro_f1(y, [p.argmax(axis=1) for p in proba], n_classes=self.n_classes)
 
     def _fitted_meta(self) -> dict:
@@ -170,6 +175,15 @@ class LinearProbe(_StageClassifier):
         training epochs.
     patience : int, default=5
         Early-stopping patience (epochs) when validation data are given.
+    schedule : {"constant", "cosine"}, default="constant"
+        Learning rate: constant, or linear warm-up over the first ``warmup`` of the steps then
+        cosine decay to 0.
+    warmup : float, default=0.1
+        Warm-up fraction of the steps (``schedule="cosine"``).
+    select_by : {"macro_f1", "auroc"}, default="macro_f1"
+        Validation score that picks the epoch to keep: macro-F1, or macro one-vs-rest AUROC
+        (:func:`sleepfm.eval.macro_auroc`). OSF's linear-probing recipe is ``schedule="cosine",
+        select_by="auroc"``.
     device : str, default="cpu"
         Torch device.
     seed : int, default=0
@@ -208,13 +222,42 @@ class LinearProbe(_StageClassifier):
         batch_size: int = 2048,
         class_weight="balanced",
         patience: int = 5,
+        schedule: str = "constant",
+        warmup: float = 0.1,
+        select_by: str = "macro_f1",
         device: str = "cpu",
         seed: int = 0,
     ):
         self._set_params(locals())
 
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        check_option("schedule", self.schedule, ("constant", "cosine"))
+        check_option("select_by", self.select_by, ("macro_f1", "auroc"))
+        if not 0.0 <= self.warmup < 1.0:
+            raise InvalidParameterError(f"'warmup' must be in [0, 1), got {self.warmup!r}.")
+
     def _build_network(self, n_features: int) -> nn.Module:
         return EpochMLP(n_features, self.n_classes, hidden=None)
+
+    def _validation_metric(self, y, proba) -> float:
+        if self.select_by == "auroc":
+            score = macro_auroc(y, proba)
+            return score if math.isfinite(score) else -math.inf
+        return super()._validation_metric(y, proba)
+
+    def _lr_schedule(self, optimizer, n_samples: int):
+        if self.schedule == "constant":
+            return None
+        total = self.epochs * math.ceil(n_samples / self.batch_size)
+        warm = max(1, int(self.warmup * total))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min((step - warm) / max(total - warm, 1), 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @register_head("mlp")
