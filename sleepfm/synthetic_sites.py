@@ -96,7 +96,7 @@ from .io.labels import read_stages
 from .synthetic import (EVIDENCE_COLUMNS, MONTAGES, SyntheticConfig, SyntheticNight,
                         generate_night, write_night)
 from .utils import check_option, check_type, write_json_atomic
-from .vocab import record_id
+from .vocab import EPOCH_S, record_id
 
 logger = logging.getLogger(__name__)
 
@@ -499,7 +499,8 @@ COHORT_COLUMNS = ("record_id", "subject_id", "site", "age", "sex", "ahi")
 
 def write_site_cohort(directory, n_subjects: int, *, site: str | SiteProfile = "A",
                       hours: float = 1.0, seed: int = 0, scorer: int = 0, first_subject: int = 0,
-                      channels: list[str] | None = None) -> pd.DataFrame:
+                      channels: list[str] | None = None,
+                      excerpt_of: float | None = None) -> pd.DataFrame:
     """Write one night per subject of a site, labelled by a simulated scorer.
 
     Files, per night: ``<record_id>.edf`` and ``<record_id>.events.csv`` as
@@ -519,7 +520,7 @@ def write_site_cohort(directory, n_subjects: int, *, site: str | SiteProfile = "
     n_subjects : int
     site : str or SiteProfile, default='A'
     hours : float, default=1.0
-        Length of each night from lights-off.
+        Length of each recording: the night from lights-off, or an excerpt (``excerpt_of``).
     seed : int, default=0
         The folder is a function of ``site``, ``hours``, ``seed`` and the subject numbers; the
         scorers' lapses are seeded by ``seed`` too.
@@ -530,12 +531,18 @@ def write_site_cohort(directory, n_subjects: int, *, site: str | SiteProfile = "
         to a folder without rewriting the first ones).
     channels : list of str, optional
         Keep only these of the site's channels (default: all).
+    excerpt_of : float, optional
+        Generate nights of this many hours and keep a window of ``hours`` at a random whole
+        epoch (drawn per night from ``seed``), so that short recordings hold the stage mix of
+        whole nights (REM comes late: the first hour after lights-off has almost none). The
+        start is the ``excerpt_start_h`` column of ``cohort.csv``.
 
     Returns
     -------
     pandas.DataFrame
-        The cohort rows of the nights written (columns :data:`COHORT_COLUMNS`); ``ahi`` is the
-        subject's AHI, which the night's events follow.
+        The cohort rows of the nights written (columns :data:`COHORT_COLUMNS`, and
+        ``excerpt_start_h`` with ``excerpt_of``); ``ahi`` is the subject's AHI, which the night's
+        events follow.
 
     Raises
     ------
@@ -557,11 +564,19 @@ def write_site_cohort(directory, n_subjects: int, *, site: str | SiteProfile = "
                          f"{first_subject}.")
     for name in channels or ():
         check_option(f"channel of site {profile.name}", name, profile.channel_names)
+    if excerpt_of is not None and not excerpt_of >= hours:
+        raise ValueError(f"excerpt_of={excerpt_of} h must be at least hours={hours} h.")
     directory = Path(directory)
     (directory / SCORERS_DIR).mkdir(parents=True, exist_ok=True)
     rows = []
     for subject in range(first_subject, first_subject + n_subjects):
-        night = generate_site_night(profile, subject, hours=hours, seed=seed)
+        night = generate_site_night(profile, subject, hours=excerpt_of or hours, seed=seed)
+        start = 0.0
+        if excerpt_of is not None:
+            rng = np.random.default_rng([seed, zlib.crc32(profile.name.encode()), subject, 1])
+            keep = int(round(hours * 3600 / EPOCH_S))
+            start = float(rng.integers(0, len(night.stages) - keep + 1)) * EPOCH_S
+            night = night.crop(start, start + keep * EPOCH_S)
         if channels:
             night = night.pick(channels)
         rid = night.record_id
@@ -574,8 +589,10 @@ def write_site_cohort(directory, n_subjects: int, *, site: str | SiteProfile = "
             hyp.to_csv(directory / SCORERS_DIR / f"{rid}.{who}.csv")
         rows.append({"record_id": rid, "subject_id": night.subject["subject_id"],
                      "site": profile.name, "age": night.subject["age"],
-                     "sex": night.subject["sex"], "ahi": night.subject["ahi"]})
-    new = pd.DataFrame(rows, columns=list(COHORT_COLUMNS))
+                     "sex": night.subject["sex"], "ahi": night.subject["ahi"],
+                     **({"excerpt_start_h": start / 3600} if excerpt_of is not None else {})})
+    new = pd.DataFrame(rows, columns=list(COHORT_COLUMNS) + (
+        ["excerpt_start_h"] if excerpt_of is not None else []))
     path = directory / COHORT_NAME
     cohort = merge_cohorts(read_cohort(path), new) if path.is_file() else new
     write_cohort(cohort, path)

@@ -294,3 +294,16 @@ def test_gain_and_noise_differ_between_sites(folder):
 def _iqr(x: np.ndarray) -> float:
     q1, q3 = np.percentile(x, [25, 75])
     return float(q3 - q1)
+
+
+def test_excerpts_of_longer_nights(tmp_path):
+    rows = write_site_cohort(tmp_path, 2, site="A", hours=0.25, seed=5, excerpt_of=1.0,
+                             channels=["C4-M1", "E1-M2"])
+    assert {"excerpt_start_h"} <= set(rows.columns)
+    for _, row in rows.iterrows():
+        full = generate_site_night("A", int(row["subject_id"][-4:]), hours=1.0, seed=5)
+        first = int(round(row["excerpt_start_h"] * 120))
+        truth = read_stages(tmp_path / "scorers" / f"{row['record_id']}.truth.csv").stages
+        np.testing.assert_array_equal(truth, full.stages[first:first + 30])
+    with pytest.raises(ValueError, match="excerpt_of"):
+        write_site_cohort(tmp_path, 1, site="A", hours=2.0, excerpt_of=1.0)
