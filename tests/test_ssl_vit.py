@@ -408,3 +408,13 @@ def test_vqvae_restarts_unused_codes_from_recent_outputs():
         assert (gap.min(dim=1).values == 0).all()                    # each one a recent z_e
         runs.append(vq.codebook.detach().clone())
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)   # deterministic given the seed
+
+
+def test_dino_diagnoses_its_collapses():
+    dino = create_objective("dino", out_dim=64, hidden_dim=32, bottleneck_dim=8)
+    top = math.log(64)
+    assert "uniform" in dino.diagnose({"epoch_entropy": 0.99 * top, "teacher_entropy": top})
+    assert "uniform" in dino.diagnose({"loss": top})  # logs without the per-epoch entropy
+    assert "few prototypes" in dino.diagnose({"epoch_entropy": 0.1, "teacher_entropy": 0.01})
+    assert dino.diagnose({"epoch_entropy": 0.5 * top, "teacher_entropy": 0.9 * top}) is None
+    assert create_objective("mae").diagnose({"loss": 9.0}) is None

@@ -83,8 +83,10 @@ class DINO(Objective):
     temperature schedule, so it does not rank encoders (:attr:`loss_ranks_encoders` False). The optimiser recipe OSF pairs with DINO
     (AdamW, betas (0.9, 0.95), weight decay 0.2, 10 % warm-up, cosine decay, gradient clipping 3)
     is the pre-training configuration's business (``sleepfm bench`` sets it). Logged terms:
-    ``teacher_temp``, ``teacher_entropy`` (of the teacher's mean distribution: log(out_dim) when
-    spread, near 0 when collapsed) and ``center_norm``.
+    ``teacher_temp``, ``epoch_entropy`` (mean entropy of the teacher's distribution per epoch:
+    near log(out_dim) when the teacher says nothing, the uniform collapse), ``teacher_entropy``
+    (entropy of its mean distribution: near 0 when every epoch goes to the same prototypes) and
+    ``center_norm``; :meth:`diagnose` reads them.
     """
 
     loss_ranks_encoders = False
@@ -155,9 +157,11 @@ class DINO(Objective):
         loss = total / (len(s_logp) * len(targets))
         if self.training:
             self.update_center(t_scores)
-        mean_t = torch.cat(targets).mean(dim=0)
+        t_all = torch.cat(targets)
+        mean_t = t_all.mean(dim=0)
         terms = {"teacher_temp": torch.tensor(temp),
-                 "teacher_entropy": -(mean_t * mean_t.clamp_min(1e-12).log()).sum(),
+                 "epoch_entropy": _entropy(t_all).mean(),
+                 "teacher_entropy": _entropy(mean_t),
                  "center_norm": self.center.norm()}
         return loss, {k: v.detach() for k, v in terms.items()}
 
@@ -183,17 +187,24 @@ class DINO(Objective):
         return self.teacher
 
     def diagnose(self, terms) -> str | None:
-        """Uniform collapse (the teacher's mean distribution near log(out_dim): no learning
-        signal yet) or collapse onto a few prototypes (entropy near 0)."""
-        entropy = terms.get("teacher_entropy")
-        if entropy is None or not math.isfinite(float(entropy)):
-            return None
+        """Uniform collapse (each epoch's teacher distribution near uniform: no learning signal;
+        read from ``epoch_entropy``, else from the loss, the cross-entropy the student reaches)
+        or collapse onto a few prototypes (``teacher_entropy`` near 0)."""
         top = math.log(self.sizes[0])
-        if entropy >= 0.97 * top:
-            return (f"the teacher's output stayed uniform over the {self.sizes[0]} prototypes "
-                    f"(entropy {entropy:.2f} of at most {top:.2f}): DINO had not started to learn; "
-                    "train longer (its recipe assumes a large budget) or check the augmentation")
-        if entropy < 0.05 * top:
-            return (f"the teacher collapsed onto a few prototypes (entropy {entropy:.2f} of "
-                    f"{top:.2f}); raise the centring or lower the learning rate")
+        per_epoch = terms.get("epoch_entropy", terms.get("loss"))
+        if per_epoch is not None and math.isfinite(per_epoch) and per_epoch >= 0.97 * top:
+            return (f"the teacher's output per epoch stayed uniform over the {self.sizes[0]} "
+                    f"prototypes (entropy {per_epoch:.2f} of at most {top:.2f}), so the student "
+                    "had nothing to match: DINO did not start to learn (uniform collapse); it "
+                    "needs a larger budget, a lower learning rate or a sharper teacher")
+        usage = terms.get("teacher_entropy")
+        if usage is not None and math.isfinite(usage) and usage < 0.05 * top:
+            return (f"the teacher collapsed onto a few prototypes (entropy of its mean "
+                    f"distribution {usage:.2f} of {top:.2f}); raise the centring or lower the "
+                    "learning rate")
         return None
+
+
+def _entropy(p: Tensor) -> Tensor:
+    """Entropy (nats) of distributions along the last axis."""
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=-1)

@@ -188,8 +188,8 @@ def _probe_rows(data, cfg, method, fraction, task, spec, embeddings) -> list:
         for condition in cfg.conditions:
             proba = dict(zip(records, probe.predict_proba([embeddings[condition][r]
                                                            for r in records])))
-            rows.append(score_row(method, setting, task, spec, fraction, condition, split, data,
-                             records, proba, threshold, cfg))
+            rows.append(score_row(method, setting, task, spec, fraction, condition, split,
+                                  data, records, proba, threshold, cfg))
     return rows
 
 
