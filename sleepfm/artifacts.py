@@ -4,11 +4,13 @@ An encoder artefact records its architecture and config, so :func:`load_encoder`
 registered model family; a head artefact records, per component (``staging``, ``events``,
 ``sleep``, ``ahi``, ``window``), the head's registry name, options and fitted values, with the
 tensors stored as ``<component>.<name>``. A head fine-tuned end to end keeps its encoder as a
-nested encoder artefact in ``encoder/``. Published checkpoints (OSF's backbone) are imported into
-the same format: :func:`import_osf_weights`.
+nested encoder artefact in ``encoder/``. Published checkpoints are imported into the same format:
+OSF's backbone by :func:`import_osf_weights`, SleepFM's released models by
+:func:`import_sleepfm_clinical`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -16,14 +18,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
-from .checkpoint import key_mismatch, read_artifact, save_artifact, write_artifact
+from .channels import channel_group_aliases
+from .checkpoint import (
+    artifact_id,
+    read_artifact,
+    read_record,
+    save_artifact,
+    state_mismatch,
+    write_artifact,
+)
 from .exceptions import InvalidParameterError, StoreError
-from .io.weights import OSFPayload, read_osf_payload
+from .io.outcomes import read_label_mapping
+from .io.weights import OSFPayload, read_osf_payload, read_sleepfm_clinical
 from .models import ARCHITECTURES, count_parameters
 from .models.heads import WindowStagingNet, head_from_state
+from .models.heads.reference import (
+    ReferenceDiagnosisConfig,
+    ReferenceDiagnosisNet,
+    ReferenceStagingConfig,
+    ReferenceStagingNet,
+)
+from .models.sleepfm_reference import (
+    SleepFMReference,
+    checkpoint_filter_fn,
+    config_from_reference,
+)
 from .models.vit1d import ViT1D, vit1d_from_osf
+from .utils import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +152,11 @@ def load_encoder(directory: str | os.PathLike, *,
 
 
 def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)}, config {tuple(v.shape)}"
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or shapes:
+    mismatch = state_mismatch(model.state_dict(), state)
+    if mismatch:
         raise StoreError(f"The weights in {path} do not match the config in config.json: tensors "
-                         f"{key_mismatch(missing, unexpected, shapes)}. Save the model again, or "
-                         "fix the config to the one it was trained with.")
+                         f"{mismatch}. Save the model again, or fix the config to the one it was "
+                         "trained with.")
 
 
 def save_heads(directory: str | os.PathLike, components: Mapping[str, Any], info: Mapping[str, Any],
@@ -279,3 +299,124 @@ def import_osf_weights(path: str | os.PathLike, out_dir: str | os.PathLike) -> P
     logger.info("imported OSF backbone %s (sha256 %s…) to %s", payload.path, payload.sha256[:16],
                 directory)
     return directory
+
+
+#: What ``import_sleepfm_clinical`` writes in its output folder.
+PUBLISHED_MANIFEST = "weights.json"
+#: The licence of SleepFM's released weights (per the reference's README).
+SLEEPFM_CLINICAL_LICENCE = "MIT (zou-group/sleepfm-clinical); the cohorts' data-use rules stay yours"
+
+
+def _reference_heads(release, found: dict) -> dict[str, Any]:
+    """The released staging and diagnosis nets of ``release`` (those present)."""
+    heads = {}
+    for part, net_class, config_class in (("staging", ReferenceStagingNet, ReferenceStagingConfig),
+                                          ("diagnosis", ReferenceDiagnosisNet,
+                                           ReferenceDiagnosisConfig)):
+        checkpoint = release.models.get(part)
+        if checkpoint is None:
+            continue
+        source = str(checkpoint.path)
+        try:
+            config = config_class.from_dict(checkpoint.config.get("model_params", {}))
+        except InvalidParameterError as err:
+            raise StoreError(f"{checkpoint.path.parent / 'config.json'}: {err}") from None
+        options = {}
+        if part == "diagnosis":
+            if release.label_mapping is None:
+                raise StoreError(f"{checkpoint.path}: label_mapping.csv (the names of its "
+                                 f"{config.num_classes} outputs) was not found beside it or in "
+                                 "the reference's configs/ folder; copy it there.")
+            options["phenotypes"] = read_label_mapping(release.label_mapping)
+            found["label_mapping"] = release.label_mapping.name
+        heads[part] = net_class.from_reference_state_dict(checkpoint.state_dict, config,
+                                                          source=source, **options)
+    return heads
+
+
+def import_sleepfm_clinical(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Import SleepFM's released models into the project's formats.
+
+    Writes into ``out_dir``: ``encoder/`` (the released ``SetTransformer`` as a
+    :class:`~sleepfm.models.sleepfm_reference.SleepFMReference` encoder artefact), ``staging/``
+    and ``diagnosis/`` (the released heads, as head artefacts made from that encoder),
+    ``channel_map.yaml`` (the reference's channel table as aliases of ours) and, last,
+    ``weights.json`` (what was imported from which file, with SHA-256s and the licence).
+
+    Parameters
+    ----------
+    src : path-like
+        The reference's ``sleepfm/checkpoints/`` folder or one model folder in it (see
+        :func:`sleepfm.io.weights.read_sleepfm_clinical`).
+    out_dir : path-like
+        The folder to write (created; its artefacts are replaced).
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    StoreError
+        As :func:`~sleepfm.io.weights.read_sleepfm_clinical`; keys that do not fit a model
+        (listed); a diagnosis model without ``label_mapping.csv``; heads without the encoder
+        they were trained on (neither in SRC nor already in ``out_dir``).
+    """
+    release = read_sleepfm_clinical(src)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    imported: dict[str, Any] = {}
+    found: dict[str, Any] = {}
+    heads = _reference_heads(release, found)  # every file checked before anything is written
+    base = release.models.get("encoder")
+    if base is not None:
+        model = SleepFMReference(config_from_reference(base.config, source=str(base.path)))
+        model.load_state_dict(checkpoint_filter_fn(base.state_dict, model, source=str(base.path)))
+        source = {"format": "sleepfm-clinical", "file": base.path.name, "sha256": base.sha256,
+                  "licence": SLEEPFM_CLINICAL_LICENCE}
+        save_encoder(model.eval(), out / "encoder", metadata={"source": source})
+    elif heads and not (out / "encoder" / "config.json").is_file():
+        raise StoreError(f"{src} holds the released heads but not the encoder they read "
+                         f"(model_base/best.pt), and there is none in {out / 'encoder'} yet; "
+                         "import the whole checkpoints/ folder.")
+    if (out / "encoder" / "config.json").is_file():
+        record = read_record(out / "encoder", kind="encoder")
+        if record.get("architecture") != "SleepFMReference":
+            raise StoreError(f"{out / 'encoder'} holds a {record.get('architecture')} encoder, "
+                             "not SleepFM's released one the heads read; import into an empty "
+                             "folder, or with the whole checkpoints/ folder.")
+        encoder_id = artifact_id(record)
+        imported["encoder"] = {"file": base.path.name, "sha256": base.sha256} if base else {}
+        imported["encoder"]["id"] = encoder_id
+    for part, net in heads.items():
+        checkpoint = release.models[part]
+        info = {"task": part, "mode": "reference", "encoder_id": encoder_id,
+                "source": {"format": "sleepfm-clinical", "file": checkpoint.path.name,
+                           "sha256": checkpoint.sha256, "licence": SLEEPFM_CLINICAL_LICENCE}}
+        save_heads(out / part, {part: net}, info)
+        imported[part] = {"file": checkpoint.path.name, "sha256": checkpoint.sha256}
+    if release.channel_groups is not None:
+        try:
+            groups = json.loads(release.channel_groups.read_text())
+            table = channel_group_aliases(groups)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidParameterError) as err:
+            raise StoreError(f"{release.channel_groups}: not a channel table ({err}); pass the "
+                             "reference's configs/channel_groups.json as released.") from None
+        write_text_atomic(out / "channel_map.yaml", yaml.safe_dump(
+            {"aliases": dict(sorted(table.aliases.items()))}, allow_unicode=True))
+        found["channel_table"] = {"file": release.channel_groups.name,
+                                  "new_aliases": len(table.aliases), "known": table.known,
+                                  "disagreements": {k: list(v) for k, v in
+                                                    table.disagreements.items()}}
+        for name, (theirs, ours) in table.disagreements.items():
+            logger.warning("channel %r: the reference places it in %s, sleepfm's table in %s; "
+                           "the imported channel map follows the reference", name, theirs, ours)
+    else:
+        logger.warning("%s: no channel_groups.json beside the checkpoints; recordings are placed "
+                       "by sleepfm's own channel table", src)
+    manifest = {"source": "sleepfm-clinical", "licence": SLEEPFM_CLINICAL_LICENCE,
+                "models": imported, **found}
+    write_text_atomic(out / PUBLISHED_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    logger.info("imported SleepFM's %s from %s to %s", ", ".join(imported), src, out)
+    return out

@@ -9,7 +9,9 @@ Kinds and modalities follow SleepFM: BAS (brain activity) = EEG + EOG, ECG, EMG 
 RESP = airflow, pressure, effort belts, SpO2, pulse/heart rate, PPG and snore.
 
 The OSF backbone takes 12 fixed leads (:data:`OSF_LEADS`); :func:`osf_lead_slots` says which
-channel of a recording fills each.
+channel of a recording fills each. A published model's own channel table (the SleepFM reference's
+``channel_groups.json``: exact names per modality) joins the alias table through
+:func:`channel_group_aliases`.
 """
 from __future__ import annotations
 
@@ -208,6 +210,67 @@ class ChannelMap:
 
 
 DEFAULT_CHANNEL_MAP = ChannelMap()
+
+#: Modality names of other tables that differ from ours.
+_MODALITY_SYNONYMS: dict[str, str] = {"EKG": "ECG"}
+
+
+@dataclass(frozen=True)
+class ImportedChannels:
+    """A foreign channel table turned into aliases: :func:`channel_group_aliases`'s result.
+
+    Attributes
+    ----------
+    aliases : dict of str to str
+        ``{name: modality}`` for the names the built-in table places elsewhere or not at all
+        (pass to :class:`ChannelMap`).
+    disagreements : dict of str to tuple of (str, str)
+        ``{name: (their modality, ours)}``: names the two tables place differently; theirs wins.
+    known : int
+        Names the built-in table already places where the foreign one does.
+    """
+
+    aliases: dict[str, str]
+    disagreements: dict[str, tuple[str, str]]
+    known: int
+
+
+def channel_group_aliases(groups, *, base: ChannelMap = DEFAULT_CHANNEL_MAP) -> ImportedChannels:
+    """Aliases that make ``base`` place every channel of a foreign ``{modality: [names]}`` table
+    as that table does (matching stays case- and separator-insensitive).
+
+    Raises
+    ------
+    InvalidParameterError
+        A modality that is not one of :data:`MODALITIES` (``EKG`` reads as ``ECG``), a group that
+        is not a list of names, or a name placed in two modalities.
+    """
+    if not isinstance(groups, dict):
+        raise InvalidParameterError(f"a channel table must map modalities to lists of names, "
+                                    f"got {type(groups).__name__}")
+    placed: dict[str, tuple[str, str]] = {}
+    for group, names in groups.items():
+        modality = _MODALITY_SYNONYMS.get(str(group), str(group))
+        check_option("channel-table modality", modality, MODALITIES)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidParameterError(f"channel-table group {group!r} must be a list of names")
+        for name in names:
+            key = normalize_name(name)
+            if key in placed and placed[key][1] != modality:
+                raise InvalidParameterError(
+                    f"channel-table name {name!r} is placed in both {placed[key][1]} and "
+                    f"{modality}; keep it in one group")
+            placed[key] = (name, modality)
+    aliases, disagreements, known = {}, {}, 0
+    for name, modality in placed.values():
+        ours = base.modality(name)
+        if ours == modality:
+            known += 1
+            continue
+        aliases[name] = modality
+        if ours is not None:
+            disagreements[name] = (modality, ours)
+    return ImportedChannels(aliases, disagreements, known)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -55,6 +55,15 @@ def key_mismatch(missing, unexpected, shapes) -> str:
              f"{len(shapes)} of another shape ({some(shapes, '; ')})" if shapes else ""]
     return ", ".join(p for p in parts if p)
 
+
+def state_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> str:
+    """:func:`key_mismatch` of a state dict against the one a module expects (empty: it fits)."""
+    missing = set(expected) - set(state)
+    unexpected = set(state) - set(expected)
+    shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    return key_mismatch(missing, unexpected, shapes)
+
 def _is_artifact(directory: Path) -> bool:
     """True when ``directory`` holds an artefact of this format (so a save may replace it)."""
     try:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import fields
+from pathlib import Path
 
 import sleepfm
 
@@ -131,9 +133,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    frame = sleepfm.predict(args.edf, args.run, args.out, _settings(args, PredictConfig))
+    settings = _settings(args, PredictConfig)
+    if Path(args.input).is_dir():
+        if args.age is not None or args.sex is not None:
+            raise InvalidParameterError("--age/--sex are for one recording; for a folder give "
+                                        "--demographics CSV.")
+        batch = sleepfm.predict_directory(args.input, args.run, args.out, settings,
+                                          weights=args.weights, demographics=args.demographics,
+                                          progress=not args.quiet)
+        print(batch.summary)
+        return 1 if batch.failed else 0
+    if args.demographics is not None:
+        raise InvalidParameterError("--demographics is for a folder; for one recording give "
+                                    "--age and --sex.")
+    frame = sleepfm.predict(args.input, args.run, args.out, settings, weights=args.weights,
+                            age=args.age, sex=args.sex)
     counts = frame["StageName"].value_counts().to_dict()
     print(f"{len(frame)} epochs staged → {args.out} ({counts})")
+    if "risks" in frame.attrs:
+        top = frame.attrs["risks"].nsmallest(5, "rank")
+        print("highest phenotype risks (log-hazard): " + "; ".join(
+            f"{name} {value:+.2f}" for name, value in zip(top["phenotype"], top["log_hazard"])))
     return 0
 
 
@@ -172,6 +192,22 @@ def cmd_bench(args) -> int:
         print("macro AUROC, all leads, held-out subjects:")
         print(table.round(3).to_string())
     print(f"{len(result.table)} rows; report: {result.report_dir / 'results.md'}")
+    return 0
+
+
+def cmd_import_sleepfm_clinical(args) -> int:
+    out = sleepfm.import_sleepfm_clinical(args.src, args.out)
+    manifest = json.loads((out / sleepfm.PUBLISHED_MANIFEST).read_text())
+    for part, made in manifest["models"].items():
+        where = out / part
+        print(f"{part}: {made.get('file', 'kept')} → {where}")
+    table = manifest.get("channel_table")
+    if table:
+        print(f"channel table: {table['new_aliases']} names added to sleepfm's aliases "
+              f"({table['known']} already placed alike, {len(table['disagreements'])} placed "
+              f"as the reference does: {', '.join(table['disagreements']) or 'none'}) → "
+              f"{out / 'channel_map.yaml'}")
+    print(f"licence: {manifest['licence']}")
     return 0
 
 
@@ -303,21 +339,39 @@ def build_parser() -> argparse.ArgumentParser:
                  "RUN_DIR/reports/bench", BenchConfig)
     p.add_argument("--run", required=True, help="run directory (after `sleepfm preprocess`)")
 
-    p = _command(sub, "predict", cmd_predict, "stage a new EDF with a run's encoder and staging "
-                 "head", PredictConfig, quiet=False)
-    p.add_argument("edf", help="EDF/BDF recording")
-    p.add_argument("--run", required=True, help="run with checkpoints/encoder and heads/staging")
-    p.add_argument("--out", required=True, help="hypnogram CSV to write")
+    p = _command(sub, "predict", cmd_predict, "stage new EDF/BDF recordings with a run's "
+                 "encoder and staging head (streaming; a folder gives one CSV per recording)",
+                 PredictConfig)
+    p.add_argument("input", metavar="EDF_OR_FOLDER",
+                   help="EDF/BDF recording, or a folder of them (searched recursively)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="run with checkpoints/encoder and heads/staging")
+    which.add_argument("--weights", help="SleepFM's published weights, as `sleepfm "
+                       "import-weights sleepfm-clinical` wrote them")
+    p.add_argument("--out", required=True, help="hypnogram CSV to write; for a folder, the "
+                   "folder that gets <record_id>.csv per recording")
+    p.add_argument("--age", type=float, help="with --weights: the subject's age in years (with "
+                   "--sex: the 1,065 phenotype risks go to <out>.risks.csv)")
+    p.add_argument("--sex", help="with --weights: the subject's sex (M/F)")
+    p.add_argument("--demographics", help="with --weights and a folder: CSV of 'Study ID' "
+                   "(record id), age, gender; risks go to OUT_DIR/<record_id>.risks.csv")
 
     p = sub.add_parser("import-weights", help="a published checkpoint → an encoder directory "
                        "(safetensors + config.json)", description="import a published "
                        "checkpoint as a sleepfm encoder")
-    sources = p.add_subparsers(dest="source", required=True, metavar="{osf}")
+    sources = p.add_subparsers(dest="source", required=True, metavar="{osf,sleepfm-clinical}")
     q = _command(sources, "osf", cmd_import_weights, "OSF's released ViT-1D backbone "
                  "(osf_backbone.pth: metadata + state_dict, read without unpickling)", quiet=False)
     q.add_argument("payload", help="the OSF payload (.pth)")
     q.add_argument("--out", required=True, help="encoder directory to write (e.g. "
                    "RUN_DIR/checkpoints/encoder)")
+    q = _command(sources, "sleepfm-clinical", cmd_import_sleepfm_clinical, "SleepFM's released "
+                 "encoder, staging and diagnosis models (zou-group/sleepfm-clinical, read "
+                 "without unpickling) and its channel table", quiet=False)
+    q.add_argument("src", help="the reference's sleepfm/checkpoints/ folder, or one model "
+                   "folder in it")
+    q.add_argument("--out", required=True, help="folder to write: encoder/, staging/, "
+                   "diagnosis/, channel_map.yaml, weights.json")
 
     p = _command(sub, "demo", cmd_demo, "run the whole pipeline on a data folder "
                  "(data_samples/)", DemoConfig)

@@ -1,13 +1,13 @@
 """Torch datasets and the Lightning DataModule over the HDF5 store.
 
 - :class:`WindowDataset` / :class:`WindowDataModule`: whole context windows for pre-training;
-- :class:`CoverWindows` with :func:`plan_windows`: windows covering whole records, the last one
-  end-aligned, for embedding and inference;
+- :class:`CoverWindows` with :func:`~sleepfm.windows.plan_windows`: windows covering whole records,
+  the last one end-aligned, for embedding and inference;
 - :class:`LabelledWindows`: whole windows with their epoch labels, for end-to-end fine-tuning.
 
 A sample is one window (5 minutes by default) of one record: for each modality a float32 array
-``[channels, samples]``. :func:`collate_windows` pads channels to the largest count in the batch and
-returns masks, so records of different montages share a batch:
+``[channels, samples]``. :func:`~sleepfm.windows.collate_windows` pads channels to the largest
+count in the batch and returns masks, so records of different montages share a batch:
 
 ``{"x": {mod: [B, C, T]}, "mask": {mod: [B, C] bool}, "record_id": [...], "start_s": [B]}``
 
@@ -28,6 +28,7 @@ from .exceptions import StoreError
 from .io.store import RecordReader, Store
 from .splits import train_val_split
 from .vocab import EPOCH_S
+from .windows import collate_windows, plan_windows
 
 logger = logging.getLogger(__name__)
 
@@ -116,29 +117,6 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-def collate_windows(samples: list[dict], modalities=MODALITIES) -> dict:
-    """Stack windows, padding channels per modality; see the module docstring for the layout."""
-    n_time = {s["x"][m].shape[1] for s in samples for m in s["x"]}
-    if len(n_time) > 1:
-        raise StoreError(f"windows of different lengths in one batch: {sorted(n_time)} samples.")
-    t = n_time.pop() if n_time else 0
-    x, mask = {}, {}
-    for mod in modalities:
-        c = max((s["x"][mod].shape[0] for s in samples if mod in s["x"]), default=0)
-        if c == 0:
-            continue
-        xb = torch.zeros(len(samples), c, t)
-        mb = torch.zeros(len(samples), c, dtype=torch.bool)
-        for b, s in enumerate(samples):
-            if mod in s["x"]:
-                k = s["x"][mod].shape[0]
-                xb[b, :k] = torch.from_numpy(s["x"][mod])
-                mb[b, :k] = True
-        x[mod], mask[mod] = xb, mb
-    return {"x": x, "mask": mask, "record_id": [s["record_id"] for s in samples],
-            "start_s": torch.tensor([s["start_s"] for s in samples], dtype=torch.float64)}
-
-
 class WindowDataModule(L.LightningDataModule):
     """Training/validation windows of a store, split by subject.
 
@@ -207,25 +185,6 @@ class WindowDataModule(L.LightningDataModule):
 # --------------------------------------------------------------------------------------------
 # windows covering whole records (embedding, inference)
 # --------------------------------------------------------------------------------------------
-def plan_windows(duration_s: float, window_s: float, token_s: float) -> list[tuple[float, int]]:
-    """Window starts covering ``duration_s`` (whole tokens), the last one end-aligned.
-
-    Returns ``[(start_s, first new token), ...]``. A record shorter than one window is one
-    window of its own (whole-token) length.
-    """
-    n_tokens = int(duration_s // token_s)
-    per = int(round(window_s / token_s))
-    if n_tokens == 0:
-        return []
-    if n_tokens <= per:
-        return [(0.0, 0)]
-    starts = [(k * per * token_s, 0) for k in range(n_tokens // per)]
-    covered = (n_tokens // per) * per
-    if covered < n_tokens:
-        starts.append(((n_tokens - per) * token_s, covered - (n_tokens - per)))
-    return starts
-
-
 @dataclass(frozen=True)
 class CoverWindow:
     """One window of :class:`CoverWindows`: which record, where it starts, its first new token."""

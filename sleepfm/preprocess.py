@@ -21,6 +21,7 @@ from .config import PreprocessConfig
 from .exceptions import SignalError
 
 MAX_POLYPHASE_UP = 8
+BLOCK = 1 << 18  # samples filtered or interpolated at a time
 
 
 def _lowpass_sos(fs: float, config: PreprocessConfig) -> np.ndarray:
@@ -34,7 +35,7 @@ def _padlen(sos: np.ndarray) -> int:
     return 3 * (2 * len(sos) + 1 - n_zeros)
 
 
-def zero_phase_lowpass(x: np.ndarray, sos: np.ndarray, *, step: int = 1, block: int = 1 << 18,
+def zero_phase_lowpass(x: np.ndarray, sos: np.ndarray, *, step: int = 1, block: int = BLOCK,
                        overwrite_x: bool = False) -> np.ndarray:
     """Forward-backward SOS filter in blocks, keeping every ``step``-th output sample.
 
@@ -95,8 +96,12 @@ def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
                                overwrite_x=overwrite_x)
     elif new / fs > MAX_POLYPHASE_UP:
         # Slow channels (SpO2, heart rate at 1 Hz) are step-like: linear interpolation keeps their
-        # values, where a polyphase interpolator would ring around every step.
-        y = np.interp(np.arange(n_out) * (fs / new), np.arange(len(x)), x).astype(np.float32)
+        # values, where a polyphase interpolator would ring around every step. In blocks, so no
+        # float64 copy of the whole output is made.
+        y = np.empty(n_out, dtype=np.float32)
+        xp = np.arange(len(x))
+        for a in range(0, n_out, BLOCK):
+            y[a:a + BLOCK] = np.interp(np.arange(a, min(a + BLOCK, n_out)) * (fs / new), xp, x)
     else:
         if fs > new:
             x = zero_phase_lowpass(x, _lowpass_sos(fs, config), overwrite_x=overwrite_x)
@@ -106,8 +111,10 @@ def resample(x: np.ndarray, fs: float, config: PreprocessConfig | None = None,
     return np.ascontiguousarray(y[:n_out], dtype=np.float32)
 
 
-def robust_zscore(x: np.ndarray, *, clip: float | None = 20.0) -> tuple[np.ndarray, float, float]:
-    """Centre on the median, scale by IQR/1.349 (the SD of a Gaussian), clip to ±``clip``.
+def robust_zscore(x: np.ndarray, *, clip: float | None = 20.0,
+                  overwrite_x: bool = False) -> tuple[np.ndarray, float, float]:
+    """Centre on the median, scale by IQR/1.349 (the SD of a Gaussian), clip to ±``clip``
+    (``overwrite_x``: a float32 ``x`` is standardised in place, with the same result).
 
     Returns
     -------
@@ -126,7 +133,12 @@ def robust_zscore(x: np.ndarray, *, clip: float | None = 20.0) -> tuple[np.ndarr
         scale = float(np.std(x))
     if not scale > 1e-12:
         raise SignalError("signal is flat (no variation), so it cannot be standardised.")
-    z = (x - np.float32(center)) * np.float32(1 / scale)
+    if overwrite_x and x.dtype == np.float32:
+        z = x
+        z -= np.float32(center)
+    else:
+        z = x - np.float32(center)
+    z *= np.float32(1 / scale)
     if clip is not None:
         np.clip(z, -clip, clip, out=z)
     return z.astype(np.float32, copy=False), float(center), float(scale)
@@ -142,4 +154,6 @@ def preprocess_signal(x: np.ndarray, fs: float, config: PreprocessConfig | None 
     if len(x) and np.ptp(x) == 0:  # before resampling, whose edge ripple would look like signal
         raise SignalError("signal is flat (no variation), so it cannot be standardised.")
     y = resample(x, fs, config, n_out=n_out, overwrite_x=overwrite_x)
-    return robust_zscore(y, clip=config.clip)[0]
+    own = overwrite_x or not np.may_share_memory(x, y)
+    del x  # the native-rate signal is not needed any more: freed before standardising
+    return robust_zscore(y, clip=config.clip, overwrite_x=own)[0]

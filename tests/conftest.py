@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from sleepfm.io.edf_write import write_edf
-
 from sleepfm.utils import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,3 +280,69 @@ def build_bad_batch(folder, *, duration: float = 30.0) -> dict[str, str]:
     patch_header(p, HDR_RESERVED, "EDF+D", 44)
     expect["discontinuous.edf"] = "EDF+D"
     return expect
+
+
+# --------------------------------------------------------------------------------------------------
+# SleepFM's release format, written from this project's implementations
+# --------------------------------------------------------------------------------------------------
+def reference_encoder_payload(model) -> dict:
+    """A ``SleepFMReference``'s weights as the reference's pretrain.py saves ``best.pt``
+    (DataParallel names, its table of positions, training state beside the weights)."""
+    from sleepfm.models.sleepfm_reference import reference_names, sinusoidal_positions
+
+    state = model.state_dict()
+    ref = {f"module.{theirs}": state[ours] for theirs, ours in reference_names(model).items()}
+    ref["module.positional_encoding.pe"] = sinusoidal_positions(128, model.embed_dim)[None]
+    return {"epoch": 2, "temperature": 0.1, "best_loss": 1.0, "loss": 1.0, "state_dict": ref}
+
+
+def write_sleepfm_clinical(root, *, n_phenotypes: int = 3, seed: int = 0) -> dict:
+    """Write a release laid out as zou-group/sleepfm-clinical's ``sleepfm/`` folder (checkpoints,
+    configs) with random weights; returns the models ``{"encoder", "staging", "diagnosis"}``."""
+    import json
+
+    import torch
+
+    from sleepfm.models.heads.reference import (
+        ReferenceDiagnosisConfig,
+        ReferenceDiagnosisNet,
+        ReferenceStagingNet,
+    )
+    from sleepfm.models.sleepfm_reference import SleepFMReference
+
+    torch.manual_seed(seed)
+    encoder = SleepFMReference().eval()
+    staging = ReferenceStagingNet().eval()
+    names = {f"{i}.0": f"phenotype {i}" for i in range(n_phenotypes)}
+    diagnosis = ReferenceDiagnosisNet(ReferenceDiagnosisConfig(num_classes=n_phenotypes),
+                                      phenotypes=names).eval()
+    with torch.no_grad():
+        for net in (staging, diagnosis):
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    ckpt = Path(root) / "checkpoints"
+    encoder_config = {"model": "SetTransformer", "in_channels": 1, "embed_dim": 128,
+                      "num_heads": 8, "num_layers": 6, "pooling_head": 8, "dropout": 0.3,
+                      "sampling_freq": 128, "patch_size": 640,
+                      "modality_types": ["BAS", "RESP", "EKG", "EMG"]}
+    for folder, model, config, file, payload in (
+            ("model_base", "SetTransformer", encoder_config, "best.pt",
+             reference_encoder_payload(encoder)),
+            ("model_sleep_staging", "SleepEventLSTMClassifier",
+             {"model_params": staging.config.to_dict()}, "best.pth",
+             {f"module.{k}": v for k, v in staging.reference_state_dict().items()}),
+            ("model_diagnosis", "DiagnosisFinetuneFullLSTMCOXPHWithDemo",
+             {"model_params": diagnosis.config.to_dict()}, "best.pth",
+             {f"module.{k}": v for k, v in diagnosis.reference_state_dict().items()})):
+        (ckpt / folder).mkdir(parents=True)
+        (ckpt / folder / "config.json").write_text(json.dumps({**config, "model": model}))
+        torch.save(payload, ckpt / folder / file)
+    configs = Path(root) / "configs"
+    configs.mkdir()
+    (configs / "channel_groups.json").write_text(json.dumps(
+        {"BAS": ["C3-M2", "F3:M1+M2", "E1 (LEOG)"], "RESP": ["RIP Thorax", "Airflow"],
+         "EKG": ["ECG", "EKG II"], "EMG": ["Chin1-Chin2", "Pleth"]}))
+    rows = [f"{i},{code},{name}" for i, (code, name) in enumerate(names.items())]
+    (configs / "label_mapping.csv").write_text("label_idx,phecode,phenotype\n"
+                                               + "\n".join(rows) + "\n")
+    return {"encoder": encoder, "staging": staging, "diagnosis": diagnosis}

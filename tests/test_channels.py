@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 
 from conftest import REAL_PSG
-from sleepfm.channels import DEFAULT_CHANNEL_MAP, MODALITIES, ChannelMap, normalize_name
+from sleepfm.channels import (
+    DEFAULT_CHANNEL_MAP,
+    MODALITIES,
+    ChannelMap,
+    channel_group_aliases,
+    normalize_name,
+)
+from sleepfm.exceptions import InvalidParameterError
 from sleepfm.io.edf import read_edf
 
 KNOWN = [
@@ -106,3 +113,29 @@ def test_yaml_unknown_kind(tmp_path):
     p.write_text("aliases:\n  X: brainwaves\n")
     with pytest.raises(ValueError, match="'X'.*brainwaves"):
         ChannelMap.from_yaml(p)
+
+
+def test_channel_group_aliases_place_names_as_the_foreign_table_does():
+    groups = {"BAS": ["C3-M2", "F3:M1+M2", "E1 (LEOG)"], "EKG": ["ECG"], "EMG": ["Pleth"],
+              "RESP": ["RIP Thorax"]}
+    imported = channel_group_aliases(groups)
+    assert imported.known == 2  # C3-M2 and ECG are placed alike already
+    assert imported.aliases == {"F3:M1+M2": "BAS", "E1 (LEOG)": "BAS", "Pleth": "EMG",
+                                "RIP Thorax": "RESP"}
+    assert imported.disagreements == {"Pleth": ("EMG", "RESP")}
+    cmap = ChannelMap(imported.aliases)
+    for group, names in groups.items():
+        for name in names:
+            want = "ECG" if group == "EKG" else group
+            assert cmap.modality(name) == want
+            assert cmap.modality(name.lower().replace(" ", "_")) == want  # still insensitive
+
+
+@pytest.mark.parametrize("groups, match", [
+    ({"EEG": ["C3"]}, "modality"),
+    ({"BAS": "C3"}, "list of names"),
+    ({"BAS": ["X1"], "EMG": ["x-1"]}, "both BAS and EMG"),
+])
+def test_channel_group_aliases_refuse_a_bad_table(groups, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        channel_group_aliases(groups)

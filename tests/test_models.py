@@ -205,6 +205,24 @@ def test_folded_batchnorm_matches_conv_bn_elu(tiny):
     torch.testing.assert_close(got, ref, atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rate", [128.0, 256.0])  # last two layers matrix products, or not
+def test_tokenizer_inference_layout_matches_its_layers(rate):
+    """Inference (channels-last, matrix products where a kernel spans its input, chunks) computes
+    what the folded layers compute one by one."""
+    torch.manual_seed(0)
+    tok = create_encoder("sleepfm_tiny", sampling_rate=rate).encoders["BAS"].tokenizer
+    x = torch.randn(40, tok.samples_per_token)
+    valid = torch.ones(40, dtype=torch.bool)
+    tok.train()(x, valid)  # non-trivial BatchNorm statistics
+    tok.eval()
+    tok.cpu_chunk = 16
+    with torch.inference_mode():
+        h = x.unsqueeze(1)
+        for layer in tok.layers:
+            h = layer(h, valid)
+        torch.testing.assert_close(tok(x, valid), tok.norm(h.mean(dim=-1)), atol=ATOL, rtol=1e-5)
+
+
 def test_training_ignores_padding_in_batchnorm_and_gradients():
     x = signals(3, {"BAS": 2}, tokens=2, seed=5)
     padded = {"BAS": F.pad(x["BAS"], (0, 0, 0, 2), value=float("nan"))}

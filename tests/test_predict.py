@@ -55,7 +55,7 @@ def test_predict_writes_one_row_per_epoch(small_run, tmp_path, make_edf):
     assert len(hyp) == 15 and set(hyp.stages) <= {0, 1, 2, 3, 4}
     np.testing.assert_array_equal(hyp.stages, written["StageNumber"])
     np.testing.assert_allclose(written.filter(like="P_").sum(1), 1.0, atol=2e-3)
-    assert not list(tmp_path.glob("sleepfm-predict-*"))  # the work directory is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hyp.csv", "new.edf"]  # nothing else
 
 
 def test_predict_cli(small_run, tmp_path, capsys):

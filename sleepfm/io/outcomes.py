@@ -20,6 +20,7 @@ format (what ``sleepfm finetune disease`` keeps in ``RUN/outcomes``).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,64 @@ def _rows(mask) -> str:
     return ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
 
 
+#: Columns of SleepFM's ``label_mapping.csv``: the disease model's outputs, in output order.
+LABEL_MAPPING_COLUMNS: tuple[str, ...] = ("label_idx", "phecode", "phenotype")
+
+
+def read_label_mapping(path: str | os.PathLike) -> dict[str, str]:
+    """Phenotype id → readable name of every model output, in output order.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``label_mapping.csv`` (``label_idx,phecode,phenotype``; more columns are ignored).
+        Ids are kept as written (``"8.0"``, not ``8``).
+
+    Returns
+    -------
+    dict of str to str
+        ``{phecode: phenotype}`` ordered by ``label_idx``; ``list(mapping)`` are the ids.
+
+    Raises
+    ------
+    LabelError
+        The file is missing or unreadable, lacks a column, has empty cells, duplicate ids, or
+        ``label_idx`` values other than 0, 1, … in row order; the message names the file and rows.
+
+    Examples
+    --------
+    >>> names = read_label_mapping("sleepfm/configs/label_mapping.csv")
+    >>> len(names), names["8.0"]
+    (1065, 'Intestinal infection')
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path}: no such label mapping; pass the label_mapping.csv released with "
+                         "the disease model.")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise LabelError(f"{path}: not a readable CSV ({err}).") from None
+    missing = [c for c in LABEL_MAPPING_COLUMNS if c not in df.columns]
+    if missing:
+        raise LabelError(f"{path}: missing columns {missing}; it has {list(df.columns)}. A label "
+                         f"mapping has the header {','.join(LABEL_MAPPING_COLUMNS)}.")
+    df = df[list(LABEL_MAPPING_COLUMNS)].apply(lambda col: col.str.strip())
+    empty = (df == "").any(axis=1)
+    if empty.any():
+        raise LabelError(f"{path}: empty cells in rows {_rows(empty)}; every output needs an "
+                         "index, an id and a name.")
+    out_of_order = df["label_idx"] != pd.Series(range(len(df))).astype(str)
+    if out_of_order.any():
+        raise LabelError(f"{path}: label_idx must count 0, 1, 2, … in row order (the model's "
+                         f"output order); rows {_rows(out_of_order)} break it.")
+    dupes = df["phecode"].duplicated(keep=False)
+    if dupes.any():
+        raise LabelError(f"{path}: phecodes {sorted(set(df.loc[dupes, 'phecode']))[:5]} occur more "
+                         f"than once (rows {_rows(dupes)}); each output needs its own id.")
+    return dict(zip(df["phecode"], df["phenotype"]))
+
+
 def _unique_ids(df: pd.DataFrame, column: str, path: Path) -> None:
     dupes = df[column].duplicated(keep=False)
     if dupes.any():
@@ -152,9 +211,7 @@ def _read_wide(folder: Path) -> Outcomes:
         demographics = demo.reindex(event.index)
     names = {}
     if (folder / "label_mapping.csv").is_file():
-        mapping = pd.read_csv(folder / "label_mapping.csv", dtype={"phecode": str})
-        if {"phecode", "phenotype"} <= set(mapping.columns):
-            names = dict(zip(mapping["phecode"], mapping["phenotype"]))
+        names = read_label_mapping(folder / "label_mapping.csv")
     report: list[str] = []
     time, event = _drop_eventless(time, event, report)
     return Outcomes(time, event, demographics, {c: names.get(c, c) for c in time.columns}, report)

@@ -1,4 +1,5 @@
-"""Published checkpoints as files: reading OSF's released backbone payload without unpickling code.
+"""Published checkpoints as files: OSF's released backbone and SleepFM's released models, read
+without unpickling code.
 
 OSF releases its backbone as ``osf_backbone.pth``, a ``torch.save`` of
 ``{"metadata": {num_leads, seq_len, patch_size_time, patch_size_ch, lead_wise, ...},
@@ -8,6 +9,10 @@ rather than run, and checks its structure. This module knows no model (``io`` si
 ``models``): the key map onto the backbone is :func:`sleepfm.models.vit1d.checkpoint_filter_fn`,
 and :func:`sleepfm.artifacts.read_osf_checkpoint` / :func:`sleepfm.artifacts.import_osf_weights`
 join the two.
+
+SleepFM (zou-group/sleepfm-clinical) releases a ``checkpoints/`` folder of model folders, each a
+``config.json`` beside ``best.pt``/``best.pth``; :func:`read_sleepfm_clinical` reads them the same
+safe way, with the reference's channel table and phenotype names found beside them.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from ..utils import sha256_file
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OSFPayload", "read_osf_payload"]
+__all__ = ["OSFPayload", "ReferenceCheckpoint", "SLEEPFM_CLINICAL_MODELS", "SleepFMClinicalRelease",
+           "read_osf_payload", "read_sleepfm_clinical"]
 
 _FIX = ("Pass the payload as released, or re-save it with torch.save({'metadata': {...}, "
         "'state_dict': model.state_dict()}).")
@@ -53,17 +59,30 @@ class OSFPayload(NamedTuple):
     path: Path
 
 
-def _refusal(path: Path, err: Exception) -> StoreError:
+def _load_plain(path: Path, fix: str):
+    """``torch.load(weights_only=True)`` on CPU; anything else than plain data is refused."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch's advice is about unpickling; not taken
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError,
+            TypeError, ImportError, KeyError, IndexError) as err:
+        raise _refusal(path, err, fix) from None
+
+
+def _refusal(path: Path, err: Exception, fix: str) -> StoreError:
     text = str(err)
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found or "Unsupported class" in text:
         what = f" ({found.group(1)})" if found else ""
         return StoreError(
             f"{path} holds a pickled Python object{what}; sleepfm accepts only plain tensors, "
-            "dicts, lists, numbers and strings in a payload and never unpickles code. " + _FIX)
+            "dicts, lists, numbers and strings in a payload and never unpickles code. " + fix)
     return StoreError(f"{path} cannot be read as a PyTorch payload of plain tensors and dicts "
                       f"({type(err).__name__}); it is corrupt, truncated or not a torch.save "
-                      "file. " + _FIX)
+                      "file. " + fix)
 
 
 def read_osf_payload(path: str | os.PathLike) -> OSFPayload:
@@ -91,13 +110,7 @@ def read_osf_payload(path: str | os.PathLike) -> OSFPayload:
     if not path.is_file():
         raise StoreError(f"{path}: payload not found; pass the path of the .pth file OSF "
                          "released (e.g. osf_backbone.pth).")
-    try:
-        with warnings.catch_warnings():  # torch's advice is about unpickling; not taken
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError,
-            TypeError, ImportError, KeyError, IndexError) as err:
-        raise _refusal(path, err) from None
+    payload = _load_plain(path, _FIX)
     if not isinstance(payload, dict) or not {"metadata", "state_dict"} <= set(payload):
         got = (f"keys {sorted(map(str, payload))[:8]}" if isinstance(payload, dict)
                else f"a {type(payload).__name__}")
@@ -122,3 +135,129 @@ def read_osf_payload(path: str | os.PathLike) -> OSFPayload:
         raise StoreError(f"{path}: 'state_dict' must map names to tensors; {len(bad)} entries do "
                          f"not ({', '.join(bad[:3])}). " + _FIX)
     return OSFPayload(metadata, dict(state), sha256_file(path), path)
+
+
+# --------------------------------------------------------------------------------------------------
+# SleepFM (zou-group/sleepfm-clinical)
+# --------------------------------------------------------------------------------------------------
+#: The released SleepFM models by the ``model`` their ``config.json`` names: our part and the
+#: checkpoint file beside it (``best.pt`` holds ``{"state_dict": ..., "epoch": ...}``, ``best.pth``
+#: the bare state dict).
+SLEEPFM_CLINICAL_MODELS: dict[str, tuple[str, str]] = {
+    "SetTransformer": ("encoder", "best.pt"),
+    "SleepEventLSTMClassifier": ("staging", "best.pth"),
+    "DiagnosisFinetuneFullLSTMCOXPHWithDemo": ("diagnosis", "best.pth"),
+}
+
+_CLINICAL_FIX = ("Pass the reference's sleepfm/checkpoints/ folder (or one model folder in it) "
+                 "with its files as released.")
+
+
+class ReferenceCheckpoint(NamedTuple):
+    """One released SleepFM model: ``config`` (its ``config.json``), ``state_dict`` (reference
+    names, a ``module.`` prefix stripped), the checkpoint's ``sha256`` and ``path``."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    sha256: str
+    path: Path
+
+
+class SleepFMClinicalRelease(NamedTuple):
+    """What :func:`read_sleepfm_clinical` found.
+
+    Attributes
+    ----------
+    models : dict of str to ReferenceCheckpoint
+        By part: ``encoder``, ``staging``, ``diagnosis`` (those present).
+    channel_groups : Path or None
+        The reference's ``channel_groups.json`` (exact channel names per modality).
+    label_mapping : Path or None
+        ``label_mapping.csv`` (the names of the diagnosis model's outputs).
+    """
+
+    models: dict[str, ReferenceCheckpoint]
+    channel_groups: Path | None
+    label_mapping: Path | None
+
+
+def _model_folders(src: Path) -> list[Path]:
+    if (src / "config.json").is_file():
+        return [src]
+    return sorted(p for p in src.iterdir() if (p / "config.json").is_file())
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{path}: not readable as JSON ({err}). " + _CLINICAL_FIX) from None
+
+
+def _reference_state(path: Path, payload) -> dict[str, torch.Tensor]:
+    import torch
+
+    if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        payload = payload["state_dict"]
+    if not isinstance(payload, dict) or not payload:
+        raise StoreError(f"{path} holds no state dict (expected a dict of tensors, or one under "
+                         "'state_dict'). " + _CLINICAL_FIX)
+    bad = sorted(str(k) for k, v in payload.items()
+                 if not isinstance(k, str) or not isinstance(v, torch.Tensor))
+    if bad:
+        raise StoreError(f"{path}: the state dict must map names to tensors; {len(bad)} entries "
+                         f"do not ({', '.join(bad[:3])}). " + _CLINICAL_FIX)
+    return {k.removeprefix("module."): v for k, v in payload.items()}
+
+
+def _beside(src: Path, name: str) -> Path | None:
+    """``name`` in SRC, its parent, or the reference's ``configs/`` next to ``checkpoints/``."""
+    for folder in (src, src.parent, src.parent / "configs", src.parent.parent / "configs"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_sleepfm_clinical(src: str | os.PathLike) -> SleepFMClinicalRelease:
+    """Read the released SleepFM checkpoints with ``torch.load(weights_only=True)`` only.
+
+    Parameters
+    ----------
+    src : path-like
+        The reference's ``sleepfm/checkpoints/`` folder (``model_base``, ``model_sleep_staging``,
+        ``model_diagnosis``, each a ``config.json`` beside ``best.pt``/``best.pth``) or one of
+        those folders. ``channel_groups.json`` and ``label_mapping.csv`` are looked for in SRC,
+        beside it and in the reference's ``configs/`` folder.
+
+    Raises
+    ------
+    StoreError
+        SRC holds no released model, a ``config.json`` names an unknown model or is unreadable,
+        a checkpoint is missing, holds a pickled object (nothing is unpickled) or no state dict.
+    """
+    src = Path(src)
+    if not src.is_dir():
+        raise StoreError(f"{src}: not a folder. " + _CLINICAL_FIX)
+    models: dict[str, ReferenceCheckpoint] = {}
+    for folder in _model_folders(src):
+        config = _read_json(folder / "config.json")
+        name = config.get("model") if isinstance(config, dict) else None
+        if name not in SLEEPFM_CLINICAL_MODELS:
+            raise StoreError(f"{folder / 'config.json'} names model {name!r}; sleepfm imports "
+                             f"{', '.join(SLEEPFM_CLINICAL_MODELS)}. " + _CLINICAL_FIX)
+        part, file = SLEEPFM_CLINICAL_MODELS[name]
+        path = folder / file
+        if not path.is_file():
+            raise StoreError(f"{path}: checkpoint not found beside {folder / 'config.json'}; "
+                             "download it with the reference's checkpoints (git lfs pull). "
+                             + _CLINICAL_FIX)
+        if part in models:
+            raise StoreError(f"{src} holds two {name} models ({models[part].path.parent} and "
+                             f"{folder}); pass one of the folders.")
+        state = _reference_state(path, _load_plain(path, _CLINICAL_FIX))
+        models[part] = ReferenceCheckpoint(config, state, sha256_file(path), path)
+    if not models:
+        raise StoreError(f"{src} holds no released SleepFM model (no folder with config.json). "
+                         + _CLINICAL_FIX)
+    return SleepFMClinicalRelease(models, _beside(src, "channel_groups.json"),
+                                  _beside(src, "label_mapping.csv"))

@@ -13,6 +13,7 @@ from .sleepfm import (
     pool_epochs,
     pool_windows,
 )
+from .sleepfm_reference import SleepFMReference, SleepFMReferenceConfig
 from .vit1d import ViT1D, ViT1DConfig
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "SleepFMConfig",
     "SleepFMEncoder",
     "SleepFMOutput",
+    "SleepFMReference",
+    "SleepFMReferenceConfig",
     "TemporalTransformer",
     "ViT1D",
     "ViT1DConfig",

@@ -3,9 +3,10 @@
 Some PyTorch builds compute wrong bf16 convolutions on some CPUs (torch 2.13's oneDNN path on CPUs
 with AVX512-BF16: ``conv1d`` with 4 or 8 input channels and kernels of 8 or 16 samples is off by
 about 100 %). Before any bf16 computation, :func:`bf16_is_reliable` runs the encoder's kinds of
-operations (1-D convolutions over the tokenizer's channel counts, kernels and strides, and a matrix
-product) in bf16 and in fp32 on the device, once per process and device; when they disagree, the
-project computes in fp32 instead, with a warning, so it never returns silently wrong numbers.
+operations (1-D convolutions over the tokenizer's channel counts, kernels and strides, in the
+channels-first layout of training and the channels-last layout of inference, and a matrix product)
+in bf16 and in fp32 on the device, once per process and device; when they disagree, the project
+computes in fp32 instead, with a warning, so it never returns silently wrong numbers.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ def probe_errors(device: str | torch.device = "cpu") -> dict[str, float]:
         exact = F.conv1d(x, w, stride=s, padding=pad)
         fast = F.conv1d(x.bfloat16(), w.bfloat16(), stride=s, padding=pad)
         errors[f"conv1d(in={cin}, kernel={k}, stride={s})"] = _relative_error(fast, exact)
+        x, w = (t.unsqueeze(2).bfloat16().contiguous(memory_format=torch.channels_last)
+                for t in (x, w))
+        fast = F.conv2d(x, w, stride=(1, s), padding=(0, pad)).squeeze(2)
+        errors[f"conv1d channels-last(in={cin}, kernel={k}, stride={s})"] = \
+            _relative_error(fast, exact)
     a = torch.randn(64, 96, generator=g).to(device)
     b = torch.randn(96, 48, generator=g).to(device)
     errors["matmul"] = _relative_error(a.bfloat16() @ b.bfloat16(), a @ b)

@@ -5,7 +5,9 @@ pools the channels of a modality into one token with masked attention, and runs 
 over time. Follows the SleepFM paper (Thapa et al., 2024/2025) but is built for throughput:
 
 * the tokenizer reaches a 128-D token in 6 strided convolutions whose early layers use large strides,
-  with BatchNorm folded into the convolution at inference and no LayerNorm over time;
+  with BatchNorm folded into the convolution at inference and no LayerNorm over time; at inference
+  its activations are channels-last and its last layers, whose kernels span their whole input, are
+  matrix products;
 * the channel pool is one learned query attending over the channel tokens (8 heads, masked softmax),
   computed in a factorised form whose cost per channel token is ``2 * dim * heads`` multiply-adds;
   it always runs, so a record's embedding never depends on what it is batched with;
@@ -189,7 +191,7 @@ class _ConvBNELU(nn.Module):
 
     In training, BatchNorm statistics are computed over the *valid* tokens only (padding channels
     would otherwise pull them towards zero). In eval mode the normalisation is folded into the
-    convolution's weight and bias, so inference costs one convolution and one ELU.
+    convolution's weight and bias (:meth:`fused`), so inference costs one convolution and one ELU.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, *,
@@ -206,12 +208,16 @@ class _ConvBNELU(nn.Module):
         self.register_buffer("running_mean", torch.zeros(out_ch))
         self.register_buffer("running_var", torch.ones(out_ch))
 
+    def fused(self) -> tuple[Tensor, Tensor]:
+        """Convolution weight ``[out_ch, in_ch, kernel]`` and bias with the running BatchNorm
+        statistics folded in."""
+        scale = self.bn_weight * torch.rsqrt(self.running_var + self.eps)
+        return self.weight * scale[:, None, None], self.bn_bias - self.running_mean * scale
+
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """Map ``[N, in_ch, L]`` to ``[N, out_ch, L']``; ``valid`` ``[N]`` marks real tokens."""
         if not self.training:
-            scale = self.bn_weight * torch.rsqrt(self.running_var + self.eps)
-            weight = self.weight * scale[:, None, None]
-            bias = self.bn_bias - self.running_mean * scale
+            weight, bias = self.fused()
             y = F.conv1d(x, weight, bias, stride=self.stride, padding=self.padding)
             return F.elu(y, inplace=True)
         y = F.conv1d(x, self.weight, stride=self.stride, padding=self.padding)
@@ -246,7 +252,7 @@ class ConvTokenizer(nn.Module):
     Attributes
     ----------
     cpu_chunk : int
-        Tokens per chunk at inference on CPU (default 1024); see :meth:`forward`.
+        Tokens per chunk at inference on CPU (default 512); see :meth:`forward`.
 
     Notes
     -----
@@ -265,27 +271,55 @@ class ConvTokenizer(nn.Module):
             for ci, co, k, s in zip(chans[:-1], chans[1:], config.conv_kernels, config.conv_strides)
         )
         self.norm = nn.LayerNorm(config.embed_dim)
-        self.cpu_chunk = 1024
+        self.cpu_chunk = 512
+        # A layer whose kernel spans its whole unpadded input is a matrix product.
+        self._spans_input = [layer.padding == 0 and k == length for layer, k, length
+                             in zip(self.layers, config.conv_kernels, config.conv_lengths())]
 
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """Map ``[N, samples_per_token]`` to ``[N, embed_dim]``; ``valid`` ``[N]`` bool.
 
-        In eval mode on CPU, tokens are processed in chunks of ``cpu_chunk`` so that intermediate
-        activations stay small and in cache: fresh multi-megabyte allocations cost page faults
-        that can dominate the run time. Tokens are independent at inference, so chunking does not
-        change the result. (``torch.compile`` unrolls the chunks: compiling on CPU takes longer,
-        running does not.)
+        In eval mode the BatchNorms are folded into the convolutions once per call, activations
+        are kept channels-last (``[N, C, 1, L]`` in ``channels_last`` memory, which oneDNN
+        convolves in place instead of reordering them to and from a blocked layout around every
+        layer), and a layer whose kernel spans its whole input is a matrix product. On CPU, tokens are processed in chunks of ``cpu_chunk`` so that
+        intermediate activations stay small: fresh multi-megabyte allocations cost page faults
+        that can dominate the run time. Tokens are independent at inference, so neither changes
+        the result. (``torch.compile`` unrolls the chunks: compiling on CPU takes longer, running
+        does not.)
         """
-        if self.training or x.device.type != "cpu":
-            return self._tokenize(x, valid)
-        chunks = zip(x.split(self.cpu_chunk), valid.split(self.cpu_chunk))
-        return torch.cat([self._tokenize(part, part_valid) for part, part_valid in chunks])
+        if self.training:
+            h = x.unsqueeze(1)
+            for layer in self.layers:
+                h = layer(h, valid)
+            return self.norm(h.mean(dim=-1))
+        weights = self._inference_weights()
+        if x.device.type != "cpu":
+            return self._infer(x, weights)
+        return torch.cat([self._infer(part, weights) for part in x.split(self.cpu_chunk)])
 
-    def _tokenize(self, x: Tensor, valid: Tensor) -> Tensor:
-        h = x.unsqueeze(1)
-        for layer in self.layers:
-            h = layer(h, valid)
-        return self.norm(h.mean(dim=-1))
+    def _inference_weights(self) -> list[tuple[Tensor, Tensor]]:
+        """Per layer, the folded weight in the form :meth:`_infer` applies it, and the bias."""
+        out = []
+        for layer, spans in zip(self.layers, self._spans_input):
+            weight, bias = layer.fused()
+            if spans:  # [N, C, 1, L] channels-last flattens position-major, channel-minor
+                weight = weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
+            else:
+                weight = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            out.append((weight, bias))
+        return out
+
+    def _infer(self, x: Tensor, weights: list[tuple[Tensor, Tensor]]) -> Tensor:
+        n = x.shape[0]
+        h = x.reshape(n, 1, 1, -1)
+        for layer, (weight, bias) in zip(self.layers, weights):
+            if weight.ndim == 2:
+                y = F.linear(h.permute(0, 2, 3, 1).reshape(n, -1), weight, bias).view(n, -1, 1, 1)
+            else:
+                y = F.conv2d(h, weight, bias, stride=(1, layer.stride), padding=(0, layer.padding))
+            h = F.elu(y, inplace=True)
+        return self.norm(h.mean(dim=(2, 3)))
 
 
 class ChannelAttentionPool(nn.Module):

@@ -31,6 +31,7 @@ from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
 from ..vocab import EPOCH_S, WINDOW_S
+from ..windows import fuse_tokens, summarise_tokens
 from .cluster import executor
 
 logger = logging.getLogger(__name__)
@@ -51,25 +52,10 @@ class _Accumulator:
         self.present[name] = self.present.get(name, False) or present
 
 
-def summarise_tokens(tokens: np.ndarray, *, tokens_per_epoch: int = 6,
-                     tokens_per_window: int = 60) -> dict[str, np.ndarray]:
-    """Epoch (30 s), window (5 min) and night means of ``[n_tokens, D]`` tokens.
-
-    Trailing tokens that do not fill an epoch are left out of epochs; the last window may be
-    partial.
-    """
-    n_epochs = len(tokens) // tokens_per_epoch
-    epochs = tokens[: n_epochs * tokens_per_epoch].reshape(n_epochs, tokens_per_epoch, -1).mean(1)
-    n_win = -(-len(tokens) // tokens_per_window)
-    windows = np.stack([tokens[k * tokens_per_window:(k + 1) * tokens_per_window].mean(0)
-                        for k in range(n_win)])
-    return {"epoch": epochs, "window": windows, "night": tokens.mean(0)}
-
-
 def _levels(acc: _Accumulator, cfg, keep_tokens: bool) -> tuple[dict, list[str]]:
     present = [m for m in MODALITIES if acc.present.get(m)]
     named = {m: acc.tokens[m] for m in present}
-    named["fused"] = np.stack([named[m] for m in present]).mean(0)
+    named["fused"] = fuse_tokens(named)
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for name, tok in named.items():
         parts = summarise_tokens(tok, tokens_per_epoch=cfg.tokens_per_epoch,

@@ -4,47 +4,52 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data import collate_windows, plan_windows
 from ..exceptions import StoreError
 from ..io.store import Store
 from ..models.heads import WindowStagingNet
 from ..rundir import RunDir
 from ..spectral import SPECTRAL_VERSION
 from ..vocab import EPOCH_S
+from ..windows import collate_windows, plan_windows
 from .task_data import current_inputs
 
 
 @torch.no_grad()
-def predict_store(net: WindowStagingNet, store: Store, record_ids, *,
-                  batch_size: int = 8) -> list[np.ndarray]:
-    """Stage probabilities ``[n_epochs, C]`` per record with a fine-tuned encoder, from the store.
+def predict_windows(net: WindowStagingNet, reader, *, batch_size: int = 8) -> np.ndarray:
+    """Stage probabilities ``[n_epochs, C]`` of one record with a fine-tuned encoder.
 
-    Windows cover each record as in the embedding job (the last one end-aligned); records shorter
-    than a window are one window of their whole-epoch length.
+    ``reader`` is a store record (:class:`~sleepfm.io.store.RecordReader`) or anything that reads
+    like one. Windows cover the record as in the embedding job (the last one end-aligned); a
+    record shorter than a window is one window of its whole-epoch length.
     """
     cfg = net.encoder.config
     window_s = cfg.context_tokens * cfg.token_seconds
     per_epoch = cfg.tokens_per_epoch
     net.eval()
-    out = []
-    for rid in record_ids:
-        r = store.open(rid)
-        n_epochs = int(r.duration_s // EPOCH_S)
-        proba = np.zeros((n_epochs, net.n_classes), dtype=np.float32)
-        length = min(window_s, n_epochs * EPOCH_S)
-        plan = plan_windows(n_epochs * EPOCH_S, window_s, cfg.token_seconds)
-        mods = [m for m in cfg.modalities if m in r.channels]
-        for i in range(0, len(plan), batch_size):
-            part = plan[i:i + batch_size]
-            batch = collate_windows([{"x": r.read(s, s + length, modalities=mods), "record_id": rid,
-                                      "start_s": s} for s, _ in part])
-            p = torch.softmax(net(batch["x"], batch["mask"]), -1).numpy()
-            for b, (s, keep) in enumerate(part):
-                first = int(round(s / EPOCH_S))
-                skip = keep // per_epoch
-                proba[first + skip:first + p.shape[1]] = p[b, skip:]
-        out.append(proba)
-    return out
+    n_epochs = int(reader.duration_s // EPOCH_S)
+    proba = np.zeros((n_epochs, net.n_classes), dtype=np.float32)
+    length = min(window_s, n_epochs * EPOCH_S)
+    plan = plan_windows(n_epochs * EPOCH_S, window_s, cfg.token_seconds)
+    mods = [m for m in cfg.modalities if m in reader.channels]
+    device = next(net.parameters()).device
+    for i in range(0, len(plan), batch_size):
+        part = plan[i:i + batch_size]
+        batch = collate_windows([{"x": reader.read(s, s + length, modalities=mods),
+                                  "record_id": reader.record_id, "start_s": s} for s, _ in part])
+        x = {m: t.to(device) for m, t in batch["x"].items()}
+        mask = {m: t.to(device) for m, t in batch["mask"].items()}
+        p = torch.softmax(net(x, mask), -1).cpu().numpy()
+        for b, (s, keep) in enumerate(part):
+            first = int(round(s / EPOCH_S))
+            skip = keep // per_epoch
+            proba[first + skip:first + p.shape[1]] = p[b, skip:]
+    return proba
+
+
+def predict_store(net: WindowStagingNet, store: Store, record_ids, *,
+                  batch_size: int = 8) -> list[np.ndarray]:
+    """:func:`predict_windows` of records of a store."""
+    return [predict_windows(net, store.open(rid), batch_size=batch_size) for rid in record_ids]
 
 
 def head_features(record: dict) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import traceback
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,12 +23,12 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..channels import DEFAULT_CHANNEL_MAP, ChannelMap
+from ..channels import DEFAULT_CHANNEL_MAP, ChannelAssignment, ChannelMap
 from ..config import PreprocessConfig, load_config
 from ..exceptions import ChannelError, DataWarning, LabelError, SignalError, SleepFMError
 from ..io import labels as L
 from ..io.cohort import COHORT_NAME, merge_cohorts, read_cohort, write_cohort
-from ..io.edf import read_edf
+from ..io.edf import Recording, read_edf
 from ..io.store import RecordWriter, build_index, file_is_complete
 from ..preprocess import preprocess_signal
 from ..rundir import RunDir
@@ -58,6 +59,60 @@ class RecordResult:
 def channel_map_of(config: PreprocessConfig) -> ChannelMap:
     """The channel map of a config: the built-in table, extended by ``config.channel_map``."""
     return ChannelMap.from_yaml(config.channel_map) if config.channel_map else DEFAULT_CHANNEL_MAP
+
+
+def open_recording(edf_path, config: PreprocessConfig,
+                   channel_map: ChannelMap) -> tuple[Recording, ChannelAssignment, int]:
+    """Open an EDF/BDF and place its channels: ``(recording, assignment, samples at the
+    store's rate)``; nothing is decoded yet.
+
+    Raises
+    ------
+    EDFError
+        The file cannot be read (see :func:`~sleepfm.io.edf.read_edf`).
+    ChannelError
+        No channel can be placed in a modality.
+    SignalError
+        The recording is shorter than one sample at the store's rate.
+    """
+    edf_path = Path(edf_path)
+    rec = read_edf(edf_path, on_truncated=config.on_truncated)
+    assignment = channel_map.assign(rec.channel_names)
+    if not assignment.placed:
+        raise ChannelError(f"{edf_path.name}: no channel could be placed in a modality "
+                           f"(channels: {rec.channel_names}); add aliases with --channel-map FILE.")
+    n_out = int(np.floor(rec.duration_s * config.sample_rate + 1e-6))
+    if n_out <= 0:
+        raise SignalError(f"{edf_path.name}: the recording has zero length.")
+    return rec, assignment, n_out
+
+
+def preprocess_channels(rec: Recording, names, config: PreprocessConfig, n_out: int, *,
+                        threads: int = 2) -> Iterator[tuple[str, np.ndarray | SignalError]]:
+    """Yield ``(name, signal)`` per channel of ``names``, in order: the channel decoded, filtered,
+    resampled to ``n_out`` samples and standardised (float32, :func:`preprocess_signal`), or the
+    :class:`SignalError` that makes it unusable (flat, non-finite).
+
+    ``threads`` channels are in flight at a time (SciPy's filters release the GIL), so memory
+    holds a few channels, never the night; with one, channels are processed in this thread.
+    """
+    def outcome(name: str) -> np.ndarray | SignalError:
+        try:
+            return preprocess_signal(rec.get_data(name), rec.sample_rate(name), config,
+                                     n_out=n_out, overwrite_x=True)
+        except SignalError as err:
+            return err
+
+    if threads <= 1:  # in this thread: no second heap arena keeps freed memory resident
+        for name in names:
+            yield name, outcome(name)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        for i in range(0, len(names), threads):
+            batch = names[i:i + threads]
+            futures = [pool.submit(outcome, n) for n in batch]
+            for name, fut in zip(batch, futures):
+                yield name, fut.result()
 
 
 def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = None,
@@ -99,16 +154,9 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
     run = RunDir(run_dir)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        rec = read_edf(edf_path, on_truncated=config.on_truncated)
-        assignment = channel_map.assign(rec.channel_names)
+        rec, assignment, n_out = open_recording(edf_path, config, channel_map)
         result = RecordResult(rec.record_id, str(edf_path), "ok", unplaced=assignment.unplaced,
                               sha256=sha256 or sha256_file(edf_path))
-        if not assignment.placed:
-            raise ChannelError(f"{edf_path.name}: no channel could be placed in a modality "
-                               f"(channels: {rec.channel_names}); add aliases with --channel-map FILE.")
-        n_out = int(np.floor(rec.duration_s * config.sample_rate + 1e-6))
-        if n_out <= 0:
-            raise SignalError(f"{edf_path.name}: the recording has zero length.")
         hyp, events = _load_labels(rec, label_files or {}, config)
         attrs = {"duration_s": n_out / config.sample_rate, "start_time": rec.start_time,
                  "source_file": edf_path.name, "source_sha256": result.sha256,
@@ -117,29 +165,18 @@ def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = No
                  "sleepfm_version": __version__,
                  "unplaced_channels": assignment.unplaced}
         out_path = run.store_file(rec.record_id)
-
-        def process(name: str) -> np.ndarray:
-            return preprocess_signal(rec.get_data(name), rec.sample_rate(name), config, n_out=n_out,
-                                     overwrite_x=True)
-
-        names = list(assignment.placed)
         with RecordWriter(out_path, rec.record_id, sample_rate=config.sample_rate, n_samples=n_out,
-                          dtype=config.dtype, compression=config.compression, attrs=attrs) as w, \
-                ThreadPoolExecutor(max(threads, 1)) as pool:
-            # A few channels in flight at a time (SciPy's filters release the GIL).
-            for i in range(0, len(names), max(threads, 1)):
-                batch = names[i:i + max(threads, 1)]
-                for name, fut in zip(batch, [pool.submit(process, n) for n in batch]):
-                    try:
-                        z = fut.result()
-                    except SignalError as err:
-                        result.dropped[name] = str(err)
-                        continue
-                    w.add_channel(assignment.placed[name], name, z,
-                                  original_sample_rate=rec.sample_rate(name),
-                                  kind=assignment.kinds[name],
-                                  unit=rec.units[rec.channel_names.index(name)])
-                    result.channels.setdefault(assignment.placed[name], []).append(name)
+                          dtype=config.dtype, compression=config.compression, attrs=attrs) as w:
+            for name, z in preprocess_channels(rec, list(assignment.placed), config, n_out,
+                                               threads=threads):
+                if isinstance(z, SignalError):
+                    result.dropped[name] = str(z)
+                    continue
+                w.add_channel(assignment.placed[name], name, z,
+                              original_sample_rate=rec.sample_rate(name),
+                              kind=assignment.kinds[name],
+                              unit=rec.units[rec.channel_names.index(name)])
+                result.channels.setdefault(assignment.placed[name], []).append(name)
             if not result.channels:
                 raise SignalError(f"{edf_path.name}: no usable channel (dropped: {result.dropped}).")
             w.update_attrs(dropped_channels=result.dropped)

@@ -9,6 +9,8 @@
 - :class:`WindowStagingNet` is the encoder itself with an LSTM on top, trained end to end.
 - :class:`CoxHead` predicts future disease: log-hazards of many phenotypes at once from a night's
   embedding or its sequence of window embeddings (Cox partial likelihood, full-cohort risk sets).
+- :class:`ReferenceStagingNet` and :class:`ReferenceDiagnosisNet` are SleepFM's released staging
+  and disease heads on 5 s token embeddings, reproduced exactly (:mod:`.reference`).
 
 Weights and options are saved with ``get_state()`` (tensors for safetensors + a JSON-able dict)
 and restored with :func:`head_from_state`; nothing is pickled.
@@ -21,6 +23,7 @@ from .base import (HEADS, STATE_VERSION, BaseHead, balanced_class_weights, creat
 from .cox import CoxHead
 from .events import EventHead
 from .nets import EpochMLP, LSTMStagingNet, WindowStagingNet
+from .reference import REFERENCE_NETS, ReferenceDiagnosisNet, ReferenceStagingNet
 from .staging import LinearProbe, MLPHead, StagingHead
 
 
@@ -36,6 +39,8 @@ def head_from_state(tensors: dict, meta: dict, *, encoder: nn.Module | None = No
         return AHIRegressor.from_state(tensors, meta)
     if name == CoxHead.head_name:
         return CoxHead.from_state(tensors, meta)
+    if name in REFERENCE_NETS:
+        return REFERENCE_NETS[name].from_state(tensors, meta)
     return HEADS[name].from_state(tensors, meta)
 
 
@@ -49,6 +54,8 @@ __all__ = [
     "LSTMStagingNet",
     "LinearProbe",
     "MLPHead",
+    "ReferenceDiagnosisNet",
+    "ReferenceStagingNet",
     "STATE_VERSION",
     "StagingHead",
     "WindowStagingNet",
