@@ -19,6 +19,21 @@ register_architecture = ARCHITECTURES.register
 list_encoders = ENCODERS.names
 
 
+class ConfiguredEncoder(nn.Module):
+    """Base of the SleepFM encoder families: what the stages read of an encoder, from its
+    ``config`` (``modalities``, ``embed_dim``)."""
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modalities this encoder accepts."""
+        return self.config.modalities
+
+    @property
+    def embed_dim(self) -> int:
+        """Token dimension ``D``."""
+        return self.config.embed_dim
+
+
 def create_encoder(name: str, **overrides: Any) -> nn.Module:
     """Build a registered encoder, overriding any of its config fields.
 

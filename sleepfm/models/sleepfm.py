@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..channels import MODALITIES
 from ..exceptions import InvalidParameterError
-from .factory import register_architecture, register_encoder
+from .factory import ConfiguredEncoder, register_architecture, register_encoder
 
 __all__ = [
     "SleepFMConfig",
@@ -477,7 +477,7 @@ class SleepFMOutput(NamedTuple):
 
 
 @register_architecture("SleepFMEncoder")
-class SleepFMEncoder(nn.Module):
+class SleepFMEncoder(ConfiguredEncoder):
     """Multi-modal PSG encoder: one tokenizer + channel pool + temporal transformer per modality.
 
     Parameters
@@ -506,16 +506,6 @@ class SleepFMEncoder(nn.Module):
         super().__init__()
         self.config = config if config is not None else SleepFMConfig()
         self.encoders = nn.ModuleDict({m: _ModalityEncoder(self.config) for m in self.config.modalities})
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """Modalities this encoder has weights for."""
-        return self.config.modalities
-
-    @property
-    def embed_dim(self) -> int:
-        """Token dimension ``D``."""
-        return self.config.embed_dim
 
     def forward_features(
         self, x: Mapping[str, Tensor], mask: Mapping[str, Tensor] | None = None

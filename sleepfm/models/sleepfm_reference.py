@@ -39,7 +39,7 @@ from ..channels import MODALITIES
 from ..checkpoint import key_mismatch
 from ..exceptions import InvalidParameterError, StoreError
 from ..settings import Settings, load_config, setting
-from .factory import register_architecture, register_encoder
+from .factory import ConfiguredEncoder, register_architecture, register_encoder
 from .sleepfm import SleepFMOutput, fuse_modalities
 
 __all__ = [
@@ -243,7 +243,7 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
 # Encoder
 # --------------------------------------------------------------------------------------------------
 @register_architecture("SleepFMReference")
-class SleepFMReference(nn.Module):
+class SleepFMReference(ConfiguredEncoder):
     """The released SleepFM encoder: one tokenizer, channel pool and transformer for every modality.
 
     Parameters
@@ -294,16 +294,6 @@ class SleepFMReference(nn.Module):
                                        batch_first=True, norm_first=True)
             for _ in range(c.num_layers))
         self.window_pool = SetPool(c.embed_dim, c.pooling_heads, c.ffn_dim, c.dropout)
-
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        """Modalities this encoder accepts."""
-        return self.config.modalities
-
-    @property
-    def embed_dim(self) -> int:
-        """Token dimension ``D``."""
-        return self.config.embed_dim
 
     def encode(self, signal: Tensor, present: Tensor) -> Tensor:
         """5 s tokens ``[B, T, D]`` of one modality's ``signal`` ``[B, C, T * samples_per_token]``;
