@@ -92,6 +92,7 @@ _API: dict[str, str] = {
     "import_osf_weights": "sleepfm.artifacts",
     "import_sleepfm_clinical": "sleepfm.artifacts",
     "PUBLISHED_MANIFEST": "sleepfm.artifacts",
+    "PUBLISHED_CHANNEL_MAP": "sleepfm.artifacts",
     "list_heads": "sleepfm.models.heads",
     "create_head": "sleepfm.models.heads",
     "CoxHead": "sleepfm.models.heads",

@@ -303,8 +303,11 @@ def import_osf_weights(path: str | os.PathLike, out_dir: str | os.PathLike) -> P
 
 #: What ``import_sleepfm_clinical`` writes in its output folder.
 PUBLISHED_MANIFEST = "weights.json"
+#: The imported channel table (aliases of :class:`~sleepfm.channels.ChannelMap`) in that folder.
+PUBLISHED_CHANNEL_MAP = "channel_map.yaml"
 #: The licence of SleepFM's released weights (per the reference's README).
-SLEEPFM_CLINICAL_LICENCE = "MIT (zou-group/sleepfm-clinical); the cohorts' data-use rules stay yours"
+SLEEPFM_CLINICAL_LICENCE = ("MIT (zou-group/sleepfm-clinical); the cohorts' data-use rules stay "
+                            "yours")
 
 
 def _reference_heads(release, found: dict) -> dict[str, Any]:
@@ -332,6 +335,30 @@ def _reference_heads(release, found: dict) -> dict[str, Any]:
         heads[part] = net_class.from_reference_state_dict(checkpoint.state_dict, config,
                                                           source=source, **options)
     return heads
+
+
+def _provenance(checkpoint) -> dict[str, Any]:
+    """Where an imported part came from: its file, SHA-256 and licence."""
+    return {"format": "sleepfm-clinical", "file": checkpoint.path.name,
+            "sha256": checkpoint.sha256, "licence": SLEEPFM_CLINICAL_LICENCE}
+
+
+def _reference_channels(path: Path | None, src):
+    """The reference's channel table as aliases of ours (None, with a warning, when absent);
+    its disagreements with our table are logged."""
+    if path is None:
+        logger.warning("%s: no channel_groups.json beside the checkpoints; recordings are placed "
+                       "by sleepfm's own channel table", src)
+        return None
+    try:
+        table = channel_group_aliases(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidParameterError) as err:
+        raise StoreError(f"{path}: not a channel table ({err}); pass the reference's "
+                         "configs/channel_groups.json as released.") from None
+    for name, (theirs, ours) in table.disagreements.items():
+        logger.warning("channel %r: the reference places it in %s, sleepfm's table in %s; the "
+                       "imported channel map follows the reference", name, theirs, ours)
+    return table
 
 
 def import_sleepfm_clinical(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -365,56 +392,43 @@ def import_sleepfm_clinical(src: str | os.PathLike, out_dir: str | os.PathLike) 
     """
     release = read_sleepfm_clinical(src)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    imported: dict[str, Any] = {}
     found: dict[str, Any] = {}
-    heads = _reference_heads(release, found)  # every file checked before anything is written
+    # Every file is read and checked before anything is written.
+    heads = _reference_heads(release, found)
     base = release.models.get("encoder")
+    model = None
     if base is not None:
         model = SleepFMReference(config_from_reference(base.config, source=str(base.path)))
         model.load_state_dict(checkpoint_filter_fn(base.state_dict, model, source=str(base.path)))
-        source = {"format": "sleepfm-clinical", "file": base.path.name, "sha256": base.sha256,
-                  "licence": SLEEPFM_CLINICAL_LICENCE}
-        save_encoder(model.eval(), out / "encoder", metadata={"source": source})
     elif heads and not (out / "encoder" / "config.json").is_file():
         raise StoreError(f"{src} holds the released heads but not the encoder they read "
                          f"(model_base/best.pt), and there is none in {out / 'encoder'} yet; "
                          "import the whole checkpoints/ folder.")
+    table = _reference_channels(release.channel_groups, src)
+    out.mkdir(parents=True, exist_ok=True)
+    imported: dict[str, Any] = {}
+    if model is not None:
+        save_encoder(model.eval(), out / "encoder", metadata={"source": _provenance(base)})
+        imported["encoder"] = _provenance(base)
     if (out / "encoder" / "config.json").is_file():
         record = read_record(out / "encoder", kind="encoder")
         if record.get("architecture") != "SleepFMReference":
             raise StoreError(f"{out / 'encoder'} holds a {record.get('architecture')} encoder, "
                              "not SleepFM's released one the heads read; import into an empty "
                              "folder, or with the whole checkpoints/ folder.")
-        encoder_id = artifact_id(record)
-        imported["encoder"] = {"file": base.path.name, "sha256": base.sha256} if base else {}
-        imported["encoder"]["id"] = encoder_id
+        imported.setdefault("encoder", {})["id"] = artifact_id(record)
     for part, net in heads.items():
-        checkpoint = release.models[part]
-        info = {"task": part, "mode": "reference", "encoder_id": encoder_id,
-                "source": {"format": "sleepfm-clinical", "file": checkpoint.path.name,
-                           "sha256": checkpoint.sha256, "licence": SLEEPFM_CLINICAL_LICENCE}}
-        save_heads(out / part, {part: net}, info)
-        imported[part] = {"file": checkpoint.path.name, "sha256": checkpoint.sha256}
-    if release.channel_groups is not None:
-        try:
-            groups = json.loads(release.channel_groups.read_text())
-            table = channel_group_aliases(groups)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, InvalidParameterError) as err:
-            raise StoreError(f"{release.channel_groups}: not a channel table ({err}); pass the "
-                             "reference's configs/channel_groups.json as released.") from None
-        write_text_atomic(out / "channel_map.yaml", yaml.safe_dump(
+        source = _provenance(release.models[part])
+        save_heads(out / part, {part: net}, {"task": part, "mode": "reference", "source": source,
+                                             "encoder_id": imported["encoder"]["id"]})
+        imported[part] = source
+    if table is not None:
+        write_text_atomic(out / PUBLISHED_CHANNEL_MAP, yaml.safe_dump(
             {"aliases": dict(sorted(table.aliases.items()))}, allow_unicode=True))
         found["channel_table"] = {"file": release.channel_groups.name,
                                   "new_aliases": len(table.aliases), "known": table.known,
                                   "disagreements": {k: list(v) for k, v in
                                                     table.disagreements.items()}}
-        for name, (theirs, ours) in table.disagreements.items():
-            logger.warning("channel %r: the reference places it in %s, sleepfm's table in %s; "
-                           "the imported channel map follows the reference", name, theirs, ours)
-    else:
-        logger.warning("%s: no channel_groups.json beside the checkpoints; recordings are placed "
-                       "by sleepfm's own channel table", src)
     manifest = {"source": "sleepfm-clinical", "licence": SLEEPFM_CLINICAL_LICENCE,
                 "models": imported, **found}
     write_text_atomic(out / PUBLISHED_MANIFEST, json.dumps(manifest, indent=2) + "\n")

@@ -206,7 +206,7 @@ def cmd_import_sleepfm_clinical(args) -> int:
         print(f"channel table: {table['new_aliases']} names added to sleepfm's aliases "
               f"({table['known']} already placed alike, {len(table['disagreements'])} placed "
               f"as the reference does: {', '.join(table['disagreements']) or 'none'}) → "
-              f"{out / 'channel_map.yaml'}")
+              f"{out / sleepfm.PUBLISHED_CHANNEL_MAP}")
     print(f"licence: {manifest['licence']}")
     return 0
 

@@ -142,35 +142,36 @@ def predict(edf_path, run_dir=None, out=None, config: PredictConfig | str | None
     if not edf_path.is_file():
         raise SleepFMError(f"{edf_path}: recording not found.")
     model = _model(run_dir, weights, config)
-    diagnosis = _diagnosis(weights, age, sex, config)
-    frame = _stage(model, diagnosis, edf_path, age, sex, config.probabilities)
+    coded = None
+    if age is not None or sex is not None:
+        if age is None or sex is None:
+            raise SleepFMError("give both --age and --sex for the phenotype risks.")
+        coded = demographics_code(age, sex)  # a bad value fails before the recording is read
+    diagnosis = _diagnosis(weights, config) if coded is not None else None
+    frame = _stage(model, diagnosis, edf_path, coded, config.probabilities)
     if out is not None:
         _write(frame, out)
         logger.info("wrote %d epochs to %s", len(frame), out)
     return frame
 
 
-def _diagnosis(weights, age, sex, config: PredictConfig):
-    """The published disease head when risks are asked for (age and sex given), else None."""
-    if age is None and sex is None:
-        return None
+def _diagnosis(weights, config: PredictConfig):
+    """The published disease head, for phenotype risks."""
     if weights is None:
         raise SleepFMError("phenotype risks (--age/--sex, --demographics) need SleepFM's "
                            "published disease head: pass --weights DIR instead of --run.")
-    if age is None or sex is None:
-        raise SleepFMError("give both --age and --sex for the phenotype risks.")
-    demographics_code(age, sex)  # a bad value fails before any recording is read
     return published_head(Path(weights), "diagnosis", device=config.device)[0]
 
 
-def _stage(model: StagingModel, diagnosis, path: Path, age, sex,
+def _stage(model: StagingModel, diagnosis, path: Path, coded: tuple[float, float] | None,
            probabilities: bool) -> pd.DataFrame:
-    """The hypnogram of one recording, with its risks in ``attrs["risks"]`` when asked for."""
+    """The hypnogram of one recording, with its risks in ``attrs["risks"]`` when the disease
+    head and the subject's coded age and sex (:func:`demographics_code`) are given."""
     if diagnosis is None:
         return model.hypnogram(path, probabilities=probabilities)
     tokens = model.night_tokens(path)
     frame = model.frame(model.head.predict_proba(tokens), probabilities=probabilities)
-    frame.attrs["risks"] = risk_table(diagnosis, tokens, *demographics_code(age, sex))
+    frame.attrs["risks"] = risk_table(diagnosis, tokens, *coded)
     return frame
 
 
@@ -216,12 +217,11 @@ def _stage_one(model: StagingModel, diagnosis, path: Path, out: Path, probabilit
                demographics: dict) -> PredictResult:
     rid = record_id(path)
     try:
-        age, sex = demographics.get(rid, (None, None))
-        if diagnosis is not None and age is None:
+        coded = demographics.get(rid)
+        if diagnosis is not None and coded is None:
             raise SleepFMError(f"{path.name}: record {rid!r} is not in the demographics table; "
                                "add its age and sex to stage it with its risks.")
-        frame = _stage(model, diagnosis if age is not None else None, path, age, sex,
-                       probabilities)
+        frame = _stage(model, diagnosis, path, coded, probabilities)
     except SleepFMError as err:
         return PredictResult(rid, str(path), "failed", reason=str(err))
     except Exception as err:  # noqa: BLE001 - one file's unexpected failure must not stop the batch
@@ -277,18 +277,18 @@ def predict_directory(input_dir, run_dir=None, out_dir=None,
     '5 staged, 0 failed → hypnograms'
     """
     config = load_config(PredictConfig, config, **overrides)
-    out_dir = Path(out_dir) if out_dir is not None else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+    if out_dir is None:
+        raise SleepFMError("give the folder the hypnogram CSVs go to (--out).")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
         raise SleepFMError(f"{out_dir}: is a file; when the input is a folder, --out is the "
                            "folder the hypnogram CSVs go to.")
     files = find_recordings(input_dir)
     if not files:
         raise SleepFMError(f"{input_dir}: no EDF/BDF files found.")
-    if out_dir is None:
-        raise SleepFMError("give the folder the hypnogram CSVs go to (--out).")
     model = _model(run_dir, weights, config)
     table = read_demographics(demographics) if demographics is not None else {}
-    diagnosis = _diagnosis(weights, *next(iter(table.values())), config) if table else None
+    diagnosis = _diagnosis(weights, config) if demographics is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     results, seen = [], {}
     with progress_bar(len(files), "predict", "rec", progress) as bar:
@@ -308,9 +308,9 @@ def predict_directory(input_dir, run_dir=None, out_dir=None,
     return PredictBatch(results, out_dir)
 
 
-def read_demographics(path) -> dict[str, tuple[float, str]]:
+def read_demographics(path) -> dict[str, tuple[float, float]]:
     """``{record_id: (age, sex)}`` of a demographics CSV (``Study ID`` or ``record_id``, ``age``,
-    ``gender`` or ``sex``), each row checked by :func:`demographics_code`.
+    ``gender`` or ``sex``), each row coded by :func:`demographics_code`.
 
     Raises
     ------
@@ -334,8 +334,7 @@ def read_demographics(path) -> dict[str, tuple[float, str]]:
     table = {}
     for row, (rid, age, code) in enumerate(zip(df[ids], df["age"], df[sex]), start=2):
         try:
-            demographics_code(age, code)
+            table[str(rid).strip()] = demographics_code(age, code)
         except SleepFMError as err:
             raise SleepFMError(f"{path}, row {row}: {err}") from None
-        table[str(rid).strip()] = (float(age), code)
     return table

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..artifacts import PUBLISHED_MANIFEST, load_encoder, load_heads
+from ..artifacts import PUBLISHED_CHANNEL_MAP, PUBLISHED_MANIFEST, load_encoder, load_heads
 from ..checkpoint import artifact_id
 from ..channels import DEFAULT_CHANNEL_MAP, KIND_TO_MODALITY, MODALITIES, ChannelMap
 from ..config import PreprocessConfig, load_config
@@ -46,6 +46,18 @@ from .stream import StreamedRecord
 logger = logging.getLogger(__name__)
 
 
+def preprocess_config(saved: dict, own_map: Path, *, channel_map: str | None = None,
+                      on_truncated: str | None = None) -> PreprocessConfig:
+    """Preprocessing settings ``saved`` with a channel map (``channel_map``, else ``own_map``
+    when it exists) and ``on_truncated`` overridden when given."""
+    known = {f.name for f in fields(PreprocessConfig)}
+    settings = {k: v for k, v in saved.items() if k in known}
+    settings["channel_map"] = channel_map or (str(own_map) if own_map.is_file() else None)
+    if on_truncated is not None:
+        settings["on_truncated"] = on_truncated
+    return load_config(PreprocessConfig, settings)
+
+
 def run_preprocess_config(run: RunDir, *, channel_map: str | None = None,
                           on_truncated: str | None = None) -> PreprocessConfig:
     """A run's preprocessing settings (``run.json``) and channel map (its own, or
@@ -54,13 +66,8 @@ def run_preprocess_config(run: RunDir, *, channel_map: str | None = None,
     if saved is None:
         logger.warning("%s has no preprocessing config; using the defaults", run.run_json)
         saved = {}
-    known = {f.name for f in fields(PreprocessConfig)}
-    settings = {k: v for k, v in saved.items() if k in known}
-    settings["channel_map"] = channel_map or (
-        str(run.channel_map_file) if run.channel_map_file.is_file() else None)
-    if on_truncated is not None:
-        settings["on_truncated"] = on_truncated
-    return load_config(PreprocessConfig, settings)
+    return preprocess_config(saved, run.channel_map_file, channel_map=channel_map,
+                             on_truncated=on_truncated)
 
 
 def _autocast(device: str):
@@ -284,11 +291,8 @@ class StagingModel:
         """
         folder = Path(weights_dir)
         net, encoder = published_head(folder, "staging", device=device)
-        settings = {"channel_map": channel_map or (
-            str(folder / "channel_map.yaml") if (folder / "channel_map.yaml").is_file() else None)}
-        if on_truncated is not None:
-            settings["on_truncated"] = on_truncated
-        preprocess = load_config(PreprocessConfig, settings)
+        preprocess = preprocess_config({}, folder / PUBLISHED_CHANNEL_MAP, channel_map=channel_map,
+                                       on_truncated=on_truncated)
         return cls(net, classes=net.classes, encoder=encoder, embedding="tokens",
                    preprocess=preprocess, channel_map=channel_map_of(preprocess),
                    batch_size=batch_size, threads=threads, device=device,

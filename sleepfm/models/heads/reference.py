@@ -20,8 +20,8 @@ Conventions kept from the reference
 - Input ``tokens [B, M, S, D]``; ``present [B, M]`` (True = the modality was recorded) and
   ``lengths [B]`` (valid tokens per night) give the reference's padding mask ``[B, M, S]``
   (1 = padding). Masked values are set to zero, as the reference's batching leaves them.
-- Modality slots: :data:`MODALITY_ORDER` (our names of :data:`REFERENCE_MODALITIES`, the order the
-  reference's staging loader stacks them in). The pooling has no slot positions, so any order
+- Modality slots: :data:`MODALITY_ORDER` (our names of the reference's BAS, EKG, EMG, RESP, the
+  order its staging loader stacks them in). The pooling has no slot positions, so any order
   gives the same outputs up to rounding (the reference's disease loader shuffles them).
 - Stage classes: the reference's ``StageNumber`` 0..4 (Wake, Stage 1, 2, 3, REM), i.e.
   :data:`sleepfm.vocab.STAGE_NAMES`; it trained with unscored tokens as Wake.
@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ...channels import MODALITIES
 from ...checkpoint import state_mismatch
 from ...exceptions import DataWarning, InvalidParameterError, StoreError
 from ...vocab import EPOCH_S, STAGE_NAMES
@@ -54,7 +55,6 @@ from ..sleepfm_reference import SetPool, sinusoidal_positions
 
 __all__ = [
     "MODALITY_ORDER",
-    "REFERENCE_MODALITIES",
     "REFERENCE_NETS",
     "TOKENS_PER_EPOCH",
     "AGE_SCALE",
@@ -75,10 +75,9 @@ __all__ = [
 TOKEN_S = 5.0
 #: Tokens per 30 s scoring epoch.
 TOKENS_PER_EPOCH = int(EPOCH_S // TOKEN_S)
-#: Modality slots of the stacked input ``[B, M, S, D]``, in sleepfm's names.
-MODALITY_ORDER: tuple[str, ...] = ("BAS", "ECG", "EMG", "RESP")
-#: The same slots in the reference's names (its staging loader stacks them in this order).
-REFERENCE_MODALITIES: tuple[str, ...] = ("BAS", "EKG", "EMG", "RESP")
+#: Modality slots of the stacked input ``[B, M, S, D]``: sleepfm's modality order, which is the
+#: reference staging loader's (BAS, EKG = our ECG, EMG, RESP).
+MODALITY_ORDER: tuple[str, ...] = MODALITIES
 
 #: Age enters the published disease head as years times this. The reference does not publish
 #: how it scaled age; this is sleepfm's assumption, so treat its risks as a ranking.
