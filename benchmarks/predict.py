@@ -17,6 +17,9 @@ its peak memory is its own:
   ``yasa.SleepStaging(raw, eeg_name, eog_name, emg_name).predict()``;
 - ``YASA, 3 leads``: :func:`sleepfm.yasa_baseline.yasa_predict_proba`, which loads only the
   three channels YASA reads (YASA's fastest use);
+- ``sleepfm predict, folder`` and ``YASA, folder`` (with ``--nights`` 2 or more): every night
+  staged in one process, ``sleepfm predict FOLDER`` against a loop of the YASA calls above, as a
+  cohort is staged; their figures are per night, so the imports count once per folder;
 - ``--encoder NAME``: ``sleepfm predict`` again with a run whose encoder is another registered
   family (e.g. ``sleepfm_reference``); skipped, with the reason, when the name is not registered
   or its encoder cannot be saved, embedded or streamed.
@@ -25,17 +28,24 @@ Times are the best of ``--repeats`` runs, taken in turns so a change in the mach
 every contender alike: ``process s`` is the whole command as a user waits for it (interpreter
 start and imports included), ``work s`` what follows the imports. Peak RSS is the process's
 VmHWM. Every contender gets ``--threads`` OpenMP/BLAS threads (default 1: on a shared machine more
-threads than free cores make PyTorch's parallel loops many times slower). The load average is
-printed before and after.
+threads than free cores make PyTorch's parallel loops many times slower); ``--workers`` is
+``sleepfm predict --threads`` (channels preprocessed at once; default 1, its own default). Python
+caches compiled modules as it does for a user (``PYTHONDONTWRITEBYTECODE`` is unset for the
+contenders: installed packages such as YASA and PyTorch come precompiled, a source checkout of
+sleepfm is compiled on its first run), and every contender's process ends as the ``sleepfm``
+command ends: what is still alive is frozen (``gc.freeze``), so the interpreter's last garbage
+collection skips it (about 0.8 s with PyTorch loaded; a YASA script ending as usual would take
+longer than measured here). The load average is printed before and after.
 
 Usage::
 
     python benchmarks/predict.py [--hours 8] [--nights 1] [--repeats 3] [--threads 1]
-                                 [--encoder sleepfm_reference] [--out DIR]
+                                 [--workers 1] [--encoder sleepfm_reference] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -47,7 +57,8 @@ from pathlib import Path
 
 #: The leads a YASA user passes for the clinical montage (central EEG, left EOG, chin EMG).
 YASA_LEADS = {"eeg_name": "C4-M1", "eog_name": "E1-M2", "emg_name": "Chin"}
-CONTENDERS = ("sleepfm predict", "store path", "YASA", "YASA, 3 leads")
+CONTENDERS = ("sleepfm predict", "store path", "YASA", "YASA, 3 leads", "sleepfm predict, folder",
+               "YASA, folder")
 
 
 def _status_mb(field: str) -> float:
@@ -80,15 +91,17 @@ def _store_path(edf: str, run_dir: str, out: str) -> None:
 
 
 def _measure(how: str, edf: str, run_dir: str, out: str) -> dict:
-    """Run one contender in this (fresh) process: work seconds, peak RSS, Lightning loaded."""
+    """Run one contender in this (fresh) process: work seconds, peak RSS, Lightning loaded
+    (``edf`` is the folder of nights for the folder contenders)."""
     t0 = time.perf_counter()
-    if how == "sleepfm predict":
+    if how.startswith("sleepfm predict"):
         import sleepfm.stages.predict  # noqa: F401 - what the command imports, before the clock
         from sleepfm.cli import main
 
         t = time.perf_counter()
-        if main(["predict", edf, "--run", run_dir, "--out", str(Path(out) / "hyp.csv"),
-                 "--quiet"]) != 0:
+        target = Path(out) / ("hyp.csv" if Path(edf).is_file() else "hyp")
+        if main(["predict", edf, "--run", run_dir, "--out", str(target), "--quiet",
+                 "--threads", os.environ["SLEEPFM_BENCH_WORKERS"]]) != 0:
             raise SystemExit(f"sleepfm predict failed on {edf}")
     elif how == "store path":
         import sleepfm.stages.embed  # noqa: F401 - the imports, before the clock
@@ -96,13 +109,14 @@ def _measure(how: str, edf: str, run_dir: str, out: str) -> dict:
 
         t = time.perf_counter()
         _store_path(edf, run_dir, out)
-    elif how == "YASA":
+    elif how in ("YASA", "YASA, folder"):
         import mne
         import yasa
 
         t = time.perf_counter()
-        raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
-        yasa.SleepStaging(raw, **YASA_LEADS).predict()
+        for night in sorted(Path(edf).glob("*.edf")) if Path(edf).is_dir() else [edf]:
+            raw = mne.io.read_raw_edf(night, preload=True, verbose="error")
+            yasa.SleepStaging(raw, **YASA_LEADS).predict()
     else:
         from sleepfm.yasa_baseline import yasa_predict_proba
 
@@ -118,8 +132,9 @@ def _run_once(how: str, edf: Path, run: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, __file__, "--measure", how.split(" [")[0], str(edf), str(run),
            str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -127,13 +142,17 @@ def _run_once(how: str, edf: Path, run: Path, out: Path) -> dict:
 
 
 def _best_of(rows, nights: list[Path], scratch: Path, repeats: int) -> tuple[dict, dict]:
-    """Per contender, the mean over nights of its best run (by process time); the repeats go
-    round the contenders in turn, so a change in the machine's load touches them alike."""
-    runs: dict = {how: {edf: [] for edf in nights} for how, _ in rows}
+    """Per contender, the mean over nights of its best run (by process time; a folder
+    contender's run is divided by the number of nights); the repeats go round the contenders in
+    turn, so a change in the machine's load touches them alike."""
+    def targets(how: str) -> list[Path]:
+        return [nights[0].parent] if how.endswith("folder") else nights
+
+    runs: dict = {how: {edf: [] for edf in targets(how)} for how, _ in rows}
     failed: dict[str, str] = {}
     for k in range(repeats):
         for how, run in rows:
-            for edf in nights:
+            for edf in targets(how):
                 if how in failed:
                     continue
                 tag = re.sub(r"\W+", "_", f"{how}_{edf.stem}_{k}")
@@ -146,7 +165,8 @@ def _best_of(rows, nights: list[Path], scratch: Path, repeats: int) -> tuple[dic
         if how in failed:
             continue
         best = [min(rs, key=lambda r: r["process_s"]) for rs in per_night.values()]
-        results[how] = {k: sum(r[k] for r in best) / len(best)
+        per = len(nights) if how.endswith("folder") else 1
+        results[how] = {k: sum(r[k] for r in best) / len(best) / (per if k != "peak_mb" else 1)
                         for k in ("process_s", "work_s", "peak_mb")}
         results[how]["lightning"] = any(r["lightning"] for r in best)
     return results, failed
@@ -208,6 +228,8 @@ def main() -> None:
                         "e.g. sleepfm_reference)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenMP/BLAS threads of every contender (default: 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="channels sleepfm predict preprocesses at once (its --threads)")
     parser.add_argument("--only", nargs="+", choices=CONTENDERS, help="run these contenders")
     parser.add_argument("--out", help="scratch folder, reused when given (default: temporary)")
     parser.add_argument("--measure", nargs=4, metavar=("HOW", "EDF", "RUN", "OUT"),
@@ -215,17 +237,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(_measure(*args.measure)))
+        gc.freeze()  # every contender ends as the sleepfm command ends (sleepfm.cli.entry)
         return
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)  # inherited by each contender's process
+    os.environ["SLEEPFM_BENCH_WORKERS"] = str(args.workers)
 
     scratch = Path(args.out or tempfile.mkdtemp(prefix="sleepfm-bench-predict-"))
     train_dir = scratch / "train"
     train_dir.mkdir(parents=True, exist_ok=True)
     _write_nights(train_dir, 6, 0.5, seed=100)
     nights = _write_nights(scratch / "nights", args.nights, args.hours, seed=0)
-    rows = [(how, _make_run(scratch / "run", train_dir, args.arch)) for how in
-            (args.only or CONTENDERS)]
+    contenders = [how for how in args.only or CONTENDERS
+                  if args.nights > 1 or not how.endswith("folder")]
+    rows = [(how, _make_run(scratch / "run", train_dir, args.arch)) for how in contenders]
     skipped = ""
     if args.encoder:
         # Second encoder family: the same streaming command with a run of that family.
@@ -235,14 +260,16 @@ def main() -> None:
 
     print(f"{len(nights)} night(s) of {args.hours:g} h, clinical montage at 256 Hz "
           f"({nights[0].stat().st_size / 2**20:.0f} MB EDF); our encoder {args.arch}; "
+          f"{args.threads} thread(s), sleepfm predict --threads {args.workers}; "
           f"best of {args.repeats}; {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} at start")
     results, failed = _best_of(rows, nights, scratch, args.repeats)
     yasa = results.get("YASA")
-    print(f"{'contender':<34} {'process s':>9} {'work s':>7} {'peak RSS MiB':>12} "
-          f"{'Lightning':>9} {'x YASA':>7}")
+    print(f"{'contender (folder: per night)':<34} {'process s':>9} {'work s':>7} "
+          f"{'peak RSS MiB':>12} {'Lightning':>9} {'x YASA':>7}")
     for how, r in results.items():
-        ratio = f"{yasa['process_s'] / r['process_s']:.1f}x" if yasa else "-"
+        base = results.get("YASA, folder") if how.endswith("folder") else yasa
+        ratio = f"{base['process_s'] / r['process_s']:.1f}x" if base else "-"
         print(f"{how:<34} {r['process_s']:>9.2f} {r['work_s']:>7.2f} {r['peak_mb']:>12.0f} "
               f"{'yes' if r['lightning'] else 'no':>9} {ratio:>7}")
     for how, why in failed.items():
@@ -255,6 +282,10 @@ def main() -> None:
               f"{yasa['process_s'] / ours['process_s']:.1f}x per command, "
               f"{yasa['work_s'] / ours['work_s']:.1f}x after imports; peak memory "
               f"{ours['peak_mb'] / 1024:.2f} GiB vs {yasa['peak_mb'] / 1024:.2f} GiB")
+    ours, yasa = results.get("sleepfm predict, folder"), results.get("YASA, folder")
+    if ours and yasa:
+        print(f"staging a folder of {len(nights)} nights: "
+              f"{yasa['process_s'] / ours['process_s']:.1f}x YASA's nights per hour")
     print(f"load average {os.getloadavg()[0]:.1f} at the end; scratch folder {scratch}")
 
 

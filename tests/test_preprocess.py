@@ -469,6 +469,27 @@ def test_flat_channel_dropped_any_rate(tmp_path, make_edf, name, fs, value):
     assert list(res.dropped) == [name]
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_channels_in_flight_keep_order_and_values(tmp_path, make_edf, threads):
+    """Workers pick the next channel as soon as they are free; the channels still come out in
+    order, each as one thread computes it, the unusable one as its error."""
+    chans = [("EEG C3-M2", 256), ("SpO2", 1), ("EOG E1-M2", 200), ("EMG Chin", 512),
+             ("Airflow", 32), ("ECG", 256)]
+    path, _ = make_edf(tmp_path / "rec.edf", chans, duration=60,
+                    signals={"EMG Chin": np.full(60 * 512, 4.0)})
+    config = PreprocessConfig()
+    rec, _, n_out = P.open_recording(path, config, P.channel_map_of(config))
+    names = [n for n, _ in chans]
+    alone = list(P.preprocess_channels(rec, names, config, n_out, threads=1))
+    pooled = list(P.preprocess_channels(rec, names, config, n_out, threads=threads))
+    assert [n for n, _ in pooled] == [n for n, _ in alone] == names
+    for (name, a), (_, b) in zip(alone, pooled):
+        if name == "EMG Chin":
+            assert isinstance(a, SignalError) and isinstance(b, SignalError)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
 # --- resume -------------------------------------------------------------------------------------
 
 def _four_records(folder, make_edf):

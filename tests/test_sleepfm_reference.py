@@ -25,6 +25,8 @@ from sleepfm.models.sleepfm_reference import (
     config_from_reference,
     reference_names,
 )
+from sleepfm.rundir import RunDir
+from sleepfm.stages.embed import embed
 from sleepfm.stages.preprocess import preprocess_directory
 from sleepfm.synthetic import SyntheticConfig, generate_night, write_night
 
@@ -224,5 +226,19 @@ def test_embed_stage_with_the_reference_family(tmp_path):
     with h5py.File(run / "embeddings" / "LONG.h5") as f:
         assert f["token/fused"].shape == (144, 32) and f["window/ECG"].shape == (3, 32)
         assert np.isfinite(f["token/fused"][:]).all()
+        windows = {m: f[f"window/{m}"][:] for m in ("BAS", "EMG", "ECG", "RESP", "fused")}
+    # The stored windows are the model's own 5-minute embeddings, not means of tokens.
+    first = RunDir(run).store().open("LONG").read(0, 300)
+    with torch.no_grad():
+        want = _model().forward_windows({m: torch.from_numpy(x)[None] for m, x in first.items()})
+    for m, w in want.items():
+        np.testing.assert_allclose(windows[m][0], w[0].numpy(), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(windows["fused"], np.mean([windows[m] for m in want], axis=0),
+                               rtol=0, atol=1e-6)
     with h5py.File(run / "embeddings" / "NOECG.h5") as f:
         assert json.loads(f.attrs["modalities"]) == ["BAS", "EMG"] and "epoch/ECG" not in f
+    # A file whose windows were made another way (token means) is stale: embedded again.
+    with h5py.File(run / "embeddings" / "LONG.h5", "r+") as f:
+        assert f.attrs["windows"] == "attention pool"
+        f.attrs["windows"] = "token mean"
+    assert embed(run, checkpoint=ckpt) == {"LONG": "updated", "NOECG": "skipped"}

@@ -8,8 +8,9 @@ A file holds, per modality and ``fused``, one dataset per level::
     night/<name>    [D]              the whole recording
 
 and attributes: ``record_id``, ``modalities`` (present in the record), ``checkpoint`` and
-``checkpoint_id`` (the encoder that made them), ``token_s``, ``epoch_s``, ``window_s`` and the
-encoder's config.
+``checkpoint_id`` (the encoder that made them), ``token_s``, ``epoch_s``, ``window_s``,
+``windows`` (how windows are made: ``token mean``, or ``attention pool``, the released SleepFM
+encoder's own 5-minute embedding) and the encoder's config.
 """
 from __future__ import annotations
 

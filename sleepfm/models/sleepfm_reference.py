@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -360,6 +361,19 @@ class SleepFMReference(ConfiguredEncoder):
         """The reference's window embedding of tokens ``[B, T, D]`` (from :meth:`forward`):
         ``[B, D]``, its attention pool over all ``T`` tokens (trained with ``T`` = 60, 5 min)."""
         return self.window_pool(tokens)
+
+    @torch.inference_mode()
+    def night_windows(self, tokens: np.ndarray) -> np.ndarray:
+        """The 5-minute embeddings ``[n_windows, D]`` of one modality's tokens ``[n_tokens, D]``
+        over a night: :meth:`pool_window` over each run of ``context_tokens`` tokens from the
+        start (the windows the night is encoded in), the last run possibly shorter."""
+        n = self.config.context_tokens
+        t = torch.from_numpy(np.ascontiguousarray(tokens)).to(self.norm.weight)
+        full = len(t) // n
+        parts = [self.pool_window(t[:full * n].view(full, n, -1))] if full else []
+        if len(t) > full * n:
+            parts.append(self.pool_window(t[full * n:][None]))
+        return torch.cat(parts).float().cpu().numpy()
 
     def forward_windows(self, x: Mapping[str, Tensor],
                         mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:

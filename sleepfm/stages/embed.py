@@ -26,7 +26,7 @@ from ..data import CoverWindows
 from ..exceptions import InvalidParameterError
 from ..io.embeddings import read_embedding_attrs, write_embeddings
 from ..lead_epochs import n_epochs, read_lead_epochs, record_leads
-from ..models import ViT1D
+from ..models import SleepFMReference, ViT1D
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
@@ -52,7 +52,16 @@ class _Accumulator:
         self.present[name] = self.present.get(name, False) or present
 
 
-def _levels(acc: _Accumulator, cfg, keep_tokens: bool) -> tuple[dict, list[str]]:
+def _window_kind(encoder) -> str:
+    """How an encoder's 5-minute window embeddings are made (recorded in each file)."""
+    return "attention pool" if isinstance(encoder, SleepFMReference) else "token mean"
+
+
+def _levels(acc: _Accumulator, encoder, keep_tokens: bool) -> tuple[dict, list[str]]:
+    """Per level and modality (+ ``fused``), the arrays of a record's embedding file. The
+    released SleepFM encoder's windows are its own 5-minute embeddings (attention-pooled; their
+    ``fused`` is the mean of the modalities'), other encoders' the mean of the window's tokens."""
+    cfg, pooled = encoder.config, _window_kind(encoder) == "attention pool"
     present = [m for m in MODALITIES if acc.present.get(m)]
     named = {m: acc.tokens[m] for m in present}
     named["fused"] = fuse_tokens(named)
@@ -60,6 +69,9 @@ def _levels(acc: _Accumulator, cfg, keep_tokens: bool) -> tuple[dict, list[str]]
     for name, tok in named.items():
         parts = summarise_tokens(tok, tokens_per_epoch=cfg.tokens_per_epoch,
                                  tokens_per_window=cfg.context_tokens)
+        if pooled:
+            parts["window"] = (encoder.night_windows(tok) if name != "fused" else
+                               np.stack([arrays["window"][m] for m in present]).mean(0))
         if keep_tokens:
             parts["token"] = tok
         for level, arr in parts.items():
@@ -104,7 +116,7 @@ def embed_records(run: RunDir, readers, encoder, config: EmbedConfig, attrs: dic
                 acc.remaining -= 1
                 if acc.remaining == 0:
                     reader = readers[w.record]
-                    arrays, present = _levels(acc, cfg, config.keep_tokens)
+                    arrays, present = _levels(acc, encoder, config.keep_tokens)
                     write_embeddings(run.embedding_file(reader.record_id), arrays, {
                         "record_id": reader.record_id, "modalities": present, **attrs,
                         "store_fingerprint": reader.fingerprint,
@@ -228,6 +240,7 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
             if out.is_file() and not config.overwrite:
                 made_from = read_embedding_attrs(out)
                 if made_from.get("checkpoint_id") == ckpt_id and \
+                        made_from.get("windows", "token mean") == _window_kind(encoder) and \
                         made_from.get("store_fingerprint") == reader.fingerprint != "":
                     status[rid] = "skipped"
                     continue
@@ -244,7 +257,8 @@ def embed(run_dir, config: EmbedConfig | str | None = None, *, checkpoint=None,
                 readers.append(reader)
                 continue
             logger.error("SKIPPED %s: %s", rid, status[rid])
-        attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id}
+        attrs = {"checkpoint": str(ckpt_dir), "checkpoint_id": ckpt_id,
+                 "windows": _window_kind(encoder)}
         if config.scheduler:
             with executor(scheduler=config.scheduler) as pool, \
                     progress_bar(len(readers), "embed", "record", progress) as bar:

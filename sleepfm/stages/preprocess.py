@@ -14,6 +14,7 @@ import os
 import signal
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -93,8 +94,9 @@ def preprocess_channels(rec: Recording, names, config: PreprocessConfig, n_out: 
     resampled to ``n_out`` samples and standardised (float32, :func:`preprocess_signal`), or the
     :class:`SignalError` that makes it unusable (flat, non-finite).
 
-    ``threads`` channels are in flight at a time (SciPy's filters release the GIL), so memory
-    holds a few channels, never the night; with one, channels are processed in this thread.
+    ``threads`` channels are processed at a time (SciPy's filters release the GIL), the next one
+    starting as soon as a worker is free; memory holds a few channels, never the night. With one,
+    channels are processed in this thread.
     """
     def outcome(name: str) -> np.ndarray | SignalError:
         try:
@@ -108,11 +110,16 @@ def preprocess_channels(rec: Recording, names, config: PreprocessConfig, n_out: 
             yield name, outcome(name)
         return
     with ThreadPoolExecutor(threads) as pool:
-        for i in range(0, len(names), threads):
-            batch = names[i:i + threads]
-            futures = [pool.submit(outcome, n) for n in batch]
-            for name, fut in zip(batch, futures):
-                yield name, fut.result()
+        flight: deque = deque()
+        for name in names:
+            # One channel queued beyond the workers, so none waits for a slower one before it.
+            flight.append((name, pool.submit(outcome, name)))
+            if len(flight) > threads:
+                done, fut = flight.popleft()
+                yield done, fut.result()
+        while flight:
+            done, fut = flight.popleft()
+            yield done, fut.result()
 
 
 def preprocess_record(edf_path, run_dir, *, config: PreprocessConfig | None = None,
