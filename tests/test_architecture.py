@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sleepfm.preprocess", "sleepfm.spectral", "sleepfm.synthetic", "sleepfm.synthetic_cohort",
      "sleepfm.yasa_baseline"),
     ("sleepfm.eval", "sleepfm.synthetic_sites"),
-    ("sleepfm.data", "sleepfm.lead_epochs", "sleepfm.windows"),
+    ("sleepfm.data", "sleepfm.lead_data", "sleepfm.lead_epochs", "sleepfm.windows"),
     ("sleepfm.models", "sleepfm.ssl"),
     ("sleepfm.artifacts", "sleepfm.train", "sleepfm.rundir"),
     ("sleepfm.stages",),

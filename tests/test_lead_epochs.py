@@ -14,8 +14,8 @@ from scipy.signal import welch
 from sleepfm import RunDir, embed, finetune, import_osf_weights, load_encoder, preprocess_directory
 from sleepfm.channels import OSF_LEADS, osf_lead_slots, osf_lead_substitutes
 from sleepfm.cli import main
-from sleepfm.lead_epochs import (ArrayEpochs, LeadEpochs, collate_lead_epochs, kept_leads,
-                                 n_epochs, read_lead_epochs, record_leads)
+from sleepfm.lead_data import ArrayEpochs, LeadEpochs, collate_lead_epochs
+from sleepfm.lead_epochs import kept_leads, n_epochs, read_lead_epochs, record_leads
 from sleepfm.stages.bench_data import lead_arrays
 from sleepfm.synthetic import SyntheticConfig, generate_cohort, write_night
 

@@ -128,6 +128,25 @@ def test_an_end_to_end_network_streams_as_it_reads_the_store(sample_run):
                      predict_store(net, RunDir(run).store(), [rid])[0])
 
 
+def test_a_vit_run_streams_the_stages_of_its_store_path(sample_run, tmp_path):
+    """A run whose encoder is a ViT-1D (OSF): its epochs of the 12 leads, streamed, give the
+    stages its store and embeddings give (``sample_run``'s recordings, preprocessed again)."""
+    run, edfs = sample_run
+    vit = tmp_path / "vit"
+    assert not preprocess_directory(edfs["SHORT"].parent, vit).failed
+    torch.manual_seed(0)
+    save_encoder(create_encoder("osf_nano", width=32, depth=1, heads=2, dim_head=16, mlp_dim=64),
+                 vit / "checkpoints" / "encoder")
+    embed(vit)
+    finetune(vit, "staging", FinetuneConfig(epochs=1, mode="linear", features="embedding"))
+    model = StagingModel.from_run(vit)
+    assert model.lead_epochs and model.embedding == "fused"
+    for rid, edf in edfs.items():
+        _assert_same(model.predict_proba(edf), _store_proba(vit, rid))
+    with pytest.raises(InvalidParameterError, match="fused epoch embeddings only"):
+        StagingModel(model.head, model.classes, encoder=model.encoder, embedding="BAS")
+
+
 class _TokenHead:
     """A head on a night's tokens (as the published SleepFM staging net takes them): here the
     fused epoch embeddings fed to a fitted epoch head."""

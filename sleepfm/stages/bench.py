@@ -42,7 +42,8 @@ from ..checkpoint import artifact_id, read_record
 from ..config import BenchConfig, PretrainConfig, load_config
 from ..eval.bench_report import KEYS, METRICS, best_threshold, bench_markdown, plot_missing_leads
 from ..exceptions import InvalidParameterError
-from ..lead_epochs import ArrayEpochs, kept_leads, lead_epoch_loader
+from ..lead_data import ArrayEpochs, lead_epoch_loader
+from ..lead_epochs import kept_leads
 from ..models import ViT1D, create_encoder
 from ..models.heads import LinearProbe, balanced_class_weights
 from ..rundir import RunDir

@@ -25,13 +25,14 @@ from ..config import EmbedConfig, load_config
 from ..data import CoverWindows
 from ..exceptions import InvalidParameterError
 from ..io.embeddings import read_embedding_attrs, write_embeddings
-from ..lead_epochs import n_epochs, read_lead_epochs, record_leads
+from ..lead_epochs import n_epochs, record_leads
 from ..models import SleepFMReference, ViT1D
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
 from ..vocab import EPOCH_S, WINDOW_S
 from ..windows import fuse_tokens, summarise_tokens
+from .staging_model import lead_epoch_embeddings
 from .cluster import executor
 
 logger = logging.getLogger(__name__)
@@ -135,23 +136,12 @@ def embed_lead_records(run: RunDir, readers, encoder: ViT1D, config: EmbedConfig
     cmap = run.channel_map()
     per_window = int(round(WINDOW_S / EPOCH_S))
     attrs = {**attrs, "epoch_s": EPOCH_S, "window_s": WINDOW_S, "encoder_config": cfg.to_dict()}
-    autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
-                else contextlib.nullcontext())
     total = sum(n_epochs(r) for r in readers)
-    with torch.inference_mode(), progress_bar(total, "embed", "epoch", progress) as bar:
+    with progress_bar(total, "embed", "epoch", progress) as bar:
         for reader in readers:
             layout = record_leads(reader, channel_map=cmap)
-            mask = torch.from_numpy(layout.present).to(config.device)
-            count = n_epochs(reader)
-            out = np.zeros((count, cfg.width), dtype=np.float32)
-            for first in range(0, count, config.batch_size):
-                n = min(config.batch_size, count - first)
-                x = read_lead_epochs(reader, layout, first, n, rate=cfg.sampling_rate,
-                                     samples=cfg.seq_len)
-                with autocast:
-                    emb = encoder(torch.from_numpy(x).to(config.device), mask.expand(n, -1))
-                out[first:first + n] = emb.float().cpu().numpy()
-                bar.update(n)
+            out = lead_epoch_embeddings(encoder, reader, layout, batch_size=config.batch_size,
+                                        device=config.device, done=bar.update)
             parts = summarise_tokens(out, tokens_per_epoch=1, tokens_per_window=per_window)
             present = [m for m in cfg.modalities if any(
                 KIND_TO_MODALITY[OSF_LEAD_KINDS[lead]] == m and slot is not None

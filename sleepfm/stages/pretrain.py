@@ -30,7 +30,7 @@ from ..artifacts import save_encoder
 from ..channels import ChannelMap
 from ..config import PretrainConfig, load_config
 from ..data import WindowDataModule
-from ..lead_epochs import LeadEpochDataModule
+from ..lead_data import LeadEpochDataModule
 from ..exceptions import ConvergenceWarning, InvalidParameterError, SleepFMError, StoreError
 from ..io.store import Store
 from ..models import ViT1D, create_encoder
@@ -208,7 +208,7 @@ def train_encoder(store: Store, config: PretrainConfig, paths: PretrainPaths, *,
     """Pre-train one encoder on a store's records (or ``record_ids``) and export it to
     ``paths.encoder``; the work of :func:`pretrain`, reusable elsewhere (``sleepfm bench``, which
     passes the ViT-1D's epochs already read as ``arrays``, see
-    :class:`~sleepfm.lead_epochs.LeadEpochDataModule`).
+    :class:`~sleepfm.lead_data.LeadEpochDataModule`).
 
     Returns the summary a stage records (epochs, steps, losses, exported step, records), on the
     process of global rank zero; None on the others.

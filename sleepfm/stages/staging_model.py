@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,16 +28,17 @@ from torch import nn
 
 from ..artifacts import PUBLISHED_CHANNEL_MAP, PUBLISHED_MANIFEST, load_encoder, load_heads
 from ..checkpoint import artifact_id
-from ..channels import DEFAULT_CHANNEL_MAP, KIND_TO_MODALITY, MODALITIES, ChannelMap
+from ..channels import DEFAULT_CHANNEL_MAP, KIND_TO_MODALITY, MODALITIES, OSF_LEADS, ChannelMap
 from ..config import PreprocessConfig, load_config
 from ..exceptions import ChannelError, InvalidParameterError, SignalError, StoreError
 from ..io.labels import Hypnogram
+from ..lead_epochs import LeadLayout, n_epochs, read_lead_epochs, record_leads
 from ..models import ViT1D
 from ..models.heads import WindowStagingNet
 from ..models.precision import bf16_autocast
 from ..rundir import RunDir
 from ..spectral import feature_names
-from ..vocab import EPOCH_S
+from ..vocab import EPOCH_S, WINDOW_S
 from ..windows import fuse_tokens, plan_windows, summarise_tokens
 from .features import record_spectral_features
 from .inference import check_encoder, head_features, predict_windows, spectral_kinds
@@ -104,6 +106,29 @@ def modality_tokens(encoder: nn.Module, record, modality: str, *, batch_size: in
     return out
 
 
+@torch.inference_mode()
+def lead_epoch_embeddings(encoder: ViT1D, record, layout: LeadLayout, *, batch_size: int = 64,
+                          device: str = "cpu",
+                          done: Callable[[int], object] | None = None) -> np.ndarray:
+    """``[n_epochs, D]``: every whole 30 s epoch of the OSF leads of a record (a store record or
+    a :class:`~sleepfm.stages.stream.StreamedRecord`) through a ViT-1D, as ``sleepfm embed``
+    stores them; ``batch_size`` epochs per forward pass (bf16 autocast on CUDA); ``done(n)`` is
+    called after each batch of ``n`` epochs (a progress bar's ``update``)."""
+    cfg = encoder.config
+    mask = torch.from_numpy(layout.present).to(device)
+    count = n_epochs(record)
+    out = np.zeros((count, encoder.embed_dim), dtype=np.float32)
+    for first in range(0, count, batch_size):
+        n = min(batch_size, count - first)
+        x = read_lead_epochs(record, layout, first, n, rate=cfg.sampling_rate, samples=cfg.seq_len)
+        with _autocast(device):
+            emb = encoder(torch.from_numpy(x).to(device), mask.expand(n, -1))
+        out[first:first + n] = emb.float().cpu().numpy()
+        if done is not None:
+            done(n)
+    return out
+
+
 @dataclass
 class StagingModel:
     """An encoder and a staging head with the settings that feed them: stages EDF/BDF files.
@@ -122,10 +147,13 @@ class StagingModel:
     scheme : str, default="aasm5"
         The stage scheme of :data:`~sleepfm.vocab.SCHEMES` the classes follow.
     encoder : nn.Module, optional
-        The frozen encoder whose epoch embeddings the head takes: called as
-        ``encoder({modality: [B, C, T]}).tokens[modality] -> [B, T / samples_per_token, D]``,
-        with ``encoder.config`` giving ``modalities``, ``sampling_rate``, ``token_seconds``,
-        ``context_tokens``, ``tokens_per_epoch`` and ``embed_dim`` (the SleepFM family).
+        The frozen encoder whose epoch embeddings the head takes: one of the SleepFM family,
+        called as ``encoder({modality: [B, C, T]}).tokens[modality] -> [B, T /
+        samples_per_token, D]`` with ``encoder.config`` giving ``modalities``, ``sampling_rate``,
+        ``token_seconds``, ``context_tokens`` and ``tokens_per_epoch``; or a ViT-1D (OSF),
+        which embeds each 30 s epoch of the 12 OSF leads (``fused`` only, as ``sleepfm embed``
+        stores it; the night's channels are then all held at once, about 7 MiB per channel over
+        8 h at 128 Hz in float16).
     embedding : str or None, default="fused"
         What the head takes from the encoder: the ``fused`` epoch embedding (mean of the present
         modalities) or a modality's; ``tokens``, every present modality's 5 s tokens; None when
@@ -138,7 +166,8 @@ class StagingModel:
     channel_map : ChannelMap, default=DEFAULT_CHANNEL_MAP
         Places a recording's channels in modalities.
     batch_size : int, default=4
-        Windows per forward pass of the encoder (memory grows with it; speed hardly does).
+        Windows per forward pass of the encoder (memory grows with it; speed hardly does); a
+        ViT-1D takes the 30 s epochs of as many 5-minute windows.
     threads : int, default=1
         Channels preprocessed at once (faster on idle cores; each holds a few copies of a
         channel at its own rate).
@@ -195,8 +224,11 @@ class StagingModel:
             if self.encoder is None:
                 raise InvalidParameterError(f"{self.source} takes {self.embedding} embeddings; "
                                             "give the encoder that makes them.")
+            if self.lead_epochs and self.embedding != "fused":
+                raise InvalidParameterError(f"a ViT-1D encoder gives fused epoch embeddings only, "
+                                            f"not {self.embedding!r}.")
             rate = self.encoder.config.sampling_rate
-            if abs(rate - self.preprocess.sample_rate) > 1e-6:
+            if not self.lead_epochs and abs(rate - self.preprocess.sample_rate) > 1e-6:
                 raise InvalidParameterError(
                     f"the encoder expects {rate:g} Hz but the preprocessing settings give "
                     f"{self.preprocess.sample_rate:g} Hz; use sample_rate={rate:g}.")
@@ -204,7 +236,7 @@ class StagingModel:
         if self.embedding == "tokens":
             return
         if self.embedding:
-            widths[f"{self.embedding} embeddings"] = self.encoder.config.embed_dim
+            widths[f"{self.embedding} embeddings"] = self.encoder.embed_dim
         if self.spectral_kinds:
             widths[f"spectral features of {'/'.join(self.spectral_kinds)}"] = len(
                 feature_names(self.spectral_kinds))
@@ -219,6 +251,11 @@ class StagingModel:
     def end_to_end(self) -> bool:
         """The head is a network fine-tuned end to end (it holds its own encoder)."""
         return isinstance(self.head, WindowStagingNet)
+
+    @property
+    def lead_epochs(self) -> bool:
+        """The encoder is a ViT-1D (OSF): it embeds 30 s epochs of the OSF leads."""
+        return isinstance(self.encoder, ViT1D)
 
     @classmethod
     def from_run(cls, run_dir, *, channel_map: str | None = None,
@@ -243,7 +280,7 @@ class StagingModel:
         ------
         StoreError
             The run lacks a staging head or the encoder it needs, the head was trained on another
-            encoder or another version of the spectral features, or the encoder is a ViT-1D.
+            encoder or another version of the spectral features.
         """
         run = RunDir(run_dir)
         run.head_record("staging")  # a missing head names the stage to run first
@@ -259,10 +296,6 @@ class StagingModel:
         if features != "spectral":
             check_encoder(record, run.encoder_id(), run.encoder_dir)
             encoder, _ = load_encoder(run.encoder_dir, device=device)
-            if isinstance(encoder, ViT1D):
-                raise StoreError(f"{run.encoder_dir}: a ViT-1D (OSF) encoder, which `sleepfm "
-                                 "predict` does not stream; stage its nights with `sleepfm "
-                                 "preprocess` and `sleepfm embed` into a run, then the head.")
         return cls(heads["staging"], encoder=encoder,
                    embedding=record["embedding"] if features != "spectral" else None,
                    spectral_kinds=spectral_kinds(record) or (), **common)
@@ -329,10 +362,9 @@ class StagingModel:
             record.load(self.head.encoder.config.modalities)
             self._check_channels(record, self.head.encoder.config.modalities)
             return predict_windows(self.head, record, batch_size=self.batch_size)
-        tokens = self._tokens(record) if self.embedding else {}
         if self.embedding == "tokens":
-            return self.head.predict_proba(tokens)
-        parts = [self._epochs(tokens)] if self.embedding else []
+            return self.head.predict_proba(self._tokens(record))
+        parts = [self._epochs(record)] if self.embedding else []
         if self.spectral_kinds:
             record.load({KIND_TO_MODALITY[k] for k in self.spectral_kinds})
             parts.append(record_spectral_features(
@@ -373,10 +405,22 @@ class StagingModel:
         self._check_channels(record, wanted, found=tokens)
         return tokens
 
-    def _epochs(self, tokens: dict[str, np.ndarray]) -> np.ndarray:
+    def _epochs(self, record: StreamedRecord) -> np.ndarray:
         """``[n_epochs, D]`` epoch embeddings of ``self.embedding``, as ``sleepfm embed``
         computes them."""
+        if self.lead_epochs:
+            record.load(MODALITIES)  # any modality may fill an OSF lead
+            layout = record_leads(record, channel_map=self.channel_map)
+            if not layout.present.any():
+                raise ChannelError(
+                    f"{record.path.name}: no channel fills one of the OSF leads {list(OSF_LEADS)} "
+                    f"that {self.source} takes (placed: {record.placed or 'none'}; dropped: "
+                    f"{record.dropped or 'none'}); add aliases with --channel-map FILE.")
+            return lead_epoch_embeddings(self.encoder, record, layout,
+                                         batch_size=self.batch_size * int(WINDOW_S // EPOCH_S),
+                                         device=self.device)
         cfg = self.encoder.config
+        tokens = self._tokens(record)
         night = fuse_tokens(tokens) if self.embedding == "fused" else tokens[self.embedding]
         return summarise_tokens(night, tokens_per_epoch=cfg.tokens_per_epoch,
                                 tokens_per_window=cfg.context_tokens)["epoch"]
