@@ -91,6 +91,27 @@ def test_end_to_end_finetuning_mode(small_run, tmp_path):
     assert info_run["mode"] == "finetune"
 
 
+def test_the_released_encoder_is_fine_tuned_end_to_end(small_run, tmp_path):
+    """``--mode finetune`` trains the released SleepFM architecture (here a small one with random
+    weights, as an import of the published encoder would be) end to end; predict uses it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    torch.manual_seed(0)
+    save_encoder(create_encoder("sleepfm_reference", embed_dim=32, num_heads=4, num_layers=1,
+                                pooling_heads=4, ffn_dim=48, conv_channels=(4, 4, 8, 8, 16, 16)),
+                 run / "checkpoints" / "encoder")
+    finetune(run, "staging", FinetuneConfig(mode="finetune", epochs=1, batch_size=4, hidden=16))
+    heads, info = load_heads(run / "heads" / "staging")
+    tuned = heads["window"].encoder
+    assert info["mode"] == "finetune" and type(tuned).__name__ == "SleepFMReference"
+    start, _ = load_encoder(run / "checkpoints" / "encoder")
+    assert any(not torch.equal(v, tuned.state_dict()[k])
+               for k, v in start.state_dict().items() if v.is_floating_point())
+    assert len(predict(small_run.parent / "edf" / "P01.edf", run)) == 20
+
+
 def test_predict_uses_the_runs_channel_map_and_offers_its_options(small_run, tmp_path, make_edf,
                                                                     capsys):
     """A run preprocessed with a channel map stages a recording whose leads only that map

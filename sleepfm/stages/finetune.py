@@ -47,7 +47,7 @@ from ..config import FinetuneConfig, load_config
 from ..checkpoint import artifact_id
 from ..data import EpochShuffle, LabelledWindows
 from ..exceptions import ConvergenceWarning, InvalidParameterError, LabelError
-from ..models import SleepFMEncoder
+from ..models.factory import ConfiguredEncoder
 from ..models.heads import (AHIRegressor, EventHead, LinearProbe, WindowStagingNet,
                              balanced_class_weights)
 from ..rundir import RunDir
@@ -153,11 +153,11 @@ def _finetune_encoder(run: RunDir, data: TaskData, train: list[int], val: list[i
     split or another encoder start again from the encoder.
     """
     encoder, record = load_encoder(run.encoder_dir)
-    if not isinstance(encoder, SleepFMEncoder):
+    if not isinstance(encoder, ConfiguredEncoder):
         raise InvalidParameterError(
-            f"mode 'finetune' trains the SleepFM encoder end to end over 5-minute windows; the "
-            f"run's encoder is a {type(encoder).__name__}. Train a head on its embeddings "
-            "(--mode auto, linear, mlp or lstm), or compare full fine-tuning of ViT-1D "
+            f"mode 'finetune' trains a SleepFM encoder (ours or the released one) end to end "
+            f"over 5-minute windows; the run's encoder is a {type(encoder).__name__}. Train a "
+            "head on its embeddings (--mode auto, linear, mlp or lstm), or compare full fine-tuning of ViT-1D "
             "backbones with `sleepfm bench --settings finetune`.")
     encoder.train()
     cfg = encoder.config

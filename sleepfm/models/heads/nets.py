@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ...exceptions import StoreError
-from ..sleepfm import SleepFMEncoder, pool_epochs
+from ..factory import ConfiguredEncoder
+from ..sleepfm import pool_epochs
 
 
 class LSTMStagingNet(nn.Module):
@@ -117,7 +118,8 @@ class WindowStagingNet(nn.Module):
 
     Parameters
     ----------
-    encoder : SleepFMEncoder
+    encoder : ConfiguredEncoder
+        A SleepFM-family encoder: ours (``sleepfm_*``) or the released one (``sleepfm_reference``).
     n_classes : int, default=5
     hidden : int, default=64
     bidirectional : bool, default=False
@@ -131,7 +133,7 @@ class WindowStagingNet(nn.Module):
 
     head_name = "window_staging"
 
-    def __init__(self, encoder: SleepFMEncoder, n_classes: int = 5, *, hidden: int = 64,
+    def __init__(self, encoder: ConfiguredEncoder, n_classes: int = 5, *, hidden: int = 64,
                  bidirectional: bool = False, dropout: float = 0.1):
         super().__init__()
         self.encoder = encoder
@@ -153,7 +155,7 @@ class WindowStagingNet(nn.Module):
         return tensors, {"head": self.head_name, "version": 1, "params": self.params}
 
     @classmethod
-    def from_state(cls, tensors, meta, encoder: SleepFMEncoder) -> "WindowStagingNet":
+    def from_state(cls, tensors, meta, encoder: ConfiguredEncoder) -> "WindowStagingNet":
         """Rebuild the network around a loaded (fine-tuned) encoder."""
         net = cls(encoder, **meta["params"])
         missing = net.load_state_dict(tensors, strict=False)
