@@ -87,6 +87,13 @@ def bf16_autocast(device: str | torch.device) -> Iterator[bool]:
         yield False
 
 
+def inference_autocast(device: str | torch.device):
+    """What encoders run under at inference (``sleepfm embed`` and ``predict``): bf16 autocast on
+    CUDA (:func:`bf16_autocast`), full precision elsewhere."""
+    device = torch.device(device)
+    return bf16_autocast(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def checked_precision(precision: str, device: str | torch.device) -> str:
     """A Lightning ``precision`` setting, with bf16 replaced by ``32-true`` where bf16 is not
     reliable on ``device``."""

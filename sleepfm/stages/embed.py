@@ -8,7 +8,6 @@ size, never on the night's length. The file layout is :mod:`sleepfm.io.embedding
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from ..exceptions import InvalidParameterError
 from ..io.embeddings import read_embedding_attrs, write_embeddings
 from ..lead_epochs import n_epochs, record_leads
 from ..models import SleepFMReference, ViT1D
-from ..models.precision import bf16_autocast
+from ..models.precision import inference_autocast
 from ..rundir import RunDir
 from ..utils import fingerprint, progress_bar
 from ..vocab import EPOCH_S, WINDOW_S
@@ -97,15 +96,13 @@ def embed_records(run: RunDir, readers, encoder, config: EmbedConfig, attrs: dic
             for k, r in enumerate(readers)}
     loader = DataLoader(dataset, batch_sampler=dataset.batches(config.batch_size),
                         collate_fn=CoverWindows.collate, num_workers=config.num_workers)
-    autocast = (bf16_autocast(config.device) if str(config.device).startswith("cuda")
-                else contextlib.nullcontext())
     attrs = {**attrs, "token_s": token_s, "epoch_s": token_s * cfg.tokens_per_epoch,
              "window_s": window_s, "encoder_config": cfg.to_dict()}
     with torch.inference_mode(), progress_bar(len(dataset), "embed", "window", progress) as bar:
         for batch in loader:
             x = {m: t.to(config.device, non_blocking=True) for m, t in batch["x"].items()}
             mask = {m: t.to(config.device) for m, t in batch["mask"].items()}
-            with autocast:
+            with inference_autocast(config.device):
                 out = encoder(x, mask)
             for b, i in enumerate(batch["index"]):
                 w = dataset.windows[i]

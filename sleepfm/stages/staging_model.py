@@ -14,7 +14,6 @@ is written to disk and the night's signals are never all in memory at once.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -35,7 +34,7 @@ from ..io.labels import Hypnogram
 from ..lead_epochs import LeadLayout, n_epochs, read_lead_epochs, record_leads
 from ..models import ViT1D
 from ..models.heads import WindowStagingNet
-from ..models.precision import bf16_autocast
+from ..models.precision import inference_autocast
 from ..rundir import RunDir
 from ..spectral import feature_names
 from ..vocab import EPOCH_S, WINDOW_S
@@ -72,10 +71,6 @@ def run_preprocess_config(run: RunDir, *, channel_map: str | None = None,
                              on_truncated=on_truncated)
 
 
-def _autocast(device: str):
-    return bf16_autocast(device) if str(device).startswith("cuda") else contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def modality_tokens(encoder: nn.Module, record, modality: str, *, batch_size: int = 4,
                     device: str = "cpu") -> np.ndarray:
@@ -97,7 +92,7 @@ def modality_tokens(encoder: nn.Module, record, modality: str, *, batch_size: in
         x = np.empty((len(part), n_channels, n_samples), dtype=np.float32)
         for b, (s, _) in enumerate(part):
             x[b] = record.read(s, s + length, modalities=[modality])[modality]
-        with _autocast(device):
+        with inference_autocast(device):
             tokens = encoder({modality: torch.from_numpy(x).to(device)}).tokens[modality]
         tokens = tokens.float().cpu().numpy()
         for b, (s, keep) in enumerate(part):
@@ -121,7 +116,7 @@ def lead_epoch_embeddings(encoder: ViT1D, record, layout: LeadLayout, *, batch_s
     for first in range(0, count, batch_size):
         n = min(batch_size, count - first)
         x = read_lead_epochs(record, layout, first, n, rate=cfg.sampling_rate, samples=cfg.seq_len)
-        with _autocast(device):
+        with inference_autocast(device):
             emb = encoder(torch.from_numpy(x).to(device), mask.expand(n, -1))
         out[first:first + n] = emb.float().cpu().numpy()
         if done is not None:
